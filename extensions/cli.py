@@ -1,0 +1,103 @@
+"""The ``gateway`` command: start the gateway, the simulated provider, check configs.
+
+Later features add their own sub-commands here (evaluation, calibration, keys, reports).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from extensions.config import ConfigError
+from extensions.launcher import (
+    DEFAULT_GATEWAY_CONFIG,
+    DEFAULT_LITELLM_CONFIG,
+    DEFAULT_SIM_CONFIG,
+    ProxyLaunch,
+    Server,
+    check_configs,
+    run_demo,
+)
+
+
+def _add_proxy_args(p: argparse.ArgumentParser, port: int) -> None:
+    p.add_argument("--config", type=Path, default=DEFAULT_LITELLM_CONFIG,
+                   help="LiteLLM proxy config (models, router settings)")
+    p.add_argument("--gateway-config", type=Path, default=DEFAULT_GATEWAY_CONFIG,
+                   help="our extensions' config")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=port)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--server", type=Server, choices=list(Server), default=Server.UVICORN)
+    p.add_argument("--log-level", default="ERROR", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+
+def _launch(args: argparse.Namespace, sim_url: str | None) -> ProxyLaunch:
+    return ProxyLaunch(
+        litellm_config=args.config,
+        gateway_config=args.gateway_config,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        server=args.server,
+        log_level=args.log_level,
+        sim_url=sim_url,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="simulated provider + gateway on port 4000, no keys needed")
+    _add_proxy_args(demo, 4000)
+    demo.add_argument("--sim-config", type=Path, default=DEFAULT_SIM_CONFIG)
+    demo.add_argument("--sim-port", type=int, default=8010)
+
+    proxy = sub.add_parser("proxy", help="run the LiteLLM proxy with our extensions")
+    _add_proxy_args(proxy, 4000)
+    proxy.add_argument("--sim-url", default=None,
+                       help="point the simulated deployments at this provider URL")
+
+    sim = sub.add_parser("sim-provider", help="run the simulated model provider")
+    sim.add_argument("--config", type=Path, default=DEFAULT_SIM_CONFIG)
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8010)
+    sim.add_argument("--log-level", default="warning")
+
+    check = sub.add_parser("check-config", help="validate config/gateway.yaml and exit")
+    check.add_argument("--gateway-config", type=Path, default=DEFAULT_GATEWAY_CONFIG)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "check-config":
+            check_configs(ProxyLaunch(gateway_config=args.gateway_config))
+            print(f"{args.gateway_config}: OK")
+            return 0
+        if args.command == "sim-provider":
+            from extensions.simprovider.server import main as sim_main
+
+            return sim_main([
+                "--config", str(args.config), "--host", args.host,
+                "--port", str(args.port), "--log-level", args.log_level,
+            ])  # fmt: skip
+        if args.command == "demo":
+            return run_demo(_launch(args, None), args.sim_config, args.sim_port)
+        launch = _launch(args, args.sim_url)
+        check_configs(launch)
+        cmd = launch.command()
+        os.execve(cmd[0], cmd, launch.environment(os.environ))
+    except ConfigError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
+    return 0  # pragma: no cover - execve does not return
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""Read a YAML file and validate it against a pydantic model, once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from extensions.config.errors import ConfigError, from_validation_error
+from extensions.config.schema import GatewayConfig
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def read_yaml_mapping(path: Path) -> dict[str, object]:
+    """Parse a YAML file that must hold a mapping; errors name the file and line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(path, [f"cannot read file: {exc.strerror or exc}"]) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(path, [f"{where}not valid YAML ({problem})"]) from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(path, [f"(top level): expected a mapping, got {type(data).__name__}"])
+    return data
+
+
+def load_model(path: Path | str, model: type[M]) -> M:
+    """Load ``path`` and validate it as ``model``; raise ``ConfigError`` on any problem."""
+    p = Path(path)
+    data = read_yaml_mapping(p)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise from_validation_error(p, exc) from exc
+
+
+def load_gateway_config(path: Path | str) -> GatewayConfig:
+    """Load and validate ``config/gateway.yaml``."""
+    return load_model(path, GatewayConfig)

@@ -1,0 +1,1 @@
+"""LiteLLM hooks: thin ``CustomLogger`` adapters around pure functions."""

@@ -1,0 +1,49 @@
+"""Pure: which ``x-gateway-*`` headers describe who answered a request."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+HEADER_DEPLOYMENT = "x-gateway-deployment"
+HEADER_PROVIDER = "x-gateway-provider"
+HEADER_MODEL_GROUP = "x-gateway-model-group"
+
+
+@dataclass(frozen=True, slots=True)
+class CallInfo:
+    """What LiteLLM tells a hook about the deployment that served a call."""
+
+    model_group: str | None
+    deployment_id: str | None
+    provider: str | None
+
+    @classmethod
+    def from_litellm(
+        cls, data: Mapping[str, object], call_info: Mapping[str, object] | None
+    ) -> CallInfo:
+        info = call_info or {}
+        model_info = info.get("model_info")
+        deployment = info.get("model_id")
+        if not deployment and isinstance(model_info, Mapping):
+            deployment = model_info.get("id")
+        metadata = data.get("metadata")
+        group = metadata.get("model_group") if isinstance(metadata, Mapping) else None
+        provider = info.get("custom_llm_provider")
+        return cls(
+            model_group=str(group) if group else None,
+            deployment_id=str(deployment) if deployment else None,
+            provider=str(provider) if provider else None,
+        )
+
+
+def deployment_headers(info: CallInfo) -> dict[str, str]:
+    """Headers naming the model group, deployment and provider that answered."""
+    out: dict[str, str] = {}
+    if info.model_group:
+        out[HEADER_MODEL_GROUP] = info.model_group
+    if info.deployment_id:
+        out[HEADER_DEPLOYMENT] = info.deployment_id
+    if info.provider:
+        out[HEADER_PROVIDER] = info.provider
+    return out

@@ -1,0 +1,167 @@
+"""Start the gateway's processes: the LiteLLM proxy and, for the demo, the simulated provider.
+
+The same functions serve ``make run``, the integration tests and the
+``docker-compose.yml`` services, so all of them start the proxy the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+import httpx
+
+from extensions.config import load_gateway_config
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_LITELLM_CONFIG = REPO_ROOT / "config" / "litellm.yaml"
+DEFAULT_GATEWAY_CONFIG = REPO_ROOT / "config" / "gateway.yaml"
+DEFAULT_SIM_CONFIG = REPO_ROOT / "config" / "simprovider.yaml"
+DEMO_MASTER_KEY = "sk-gateway-demo"  # noqa: S105 - a documented demo value, not a secret
+DEMO_SIM_KEY = "sim-provider-key"  # noqa: S105
+
+
+class Server(StrEnum):
+    """ASGI server LiteLLM runs under."""
+
+    UVICORN = "uvicorn"
+    GRANIAN = "granian"
+
+
+@dataclass(frozen=True)
+class ProxyLaunch:
+    """Everything needed to start one LiteLLM proxy process with our extensions."""
+
+    litellm_config: Path = DEFAULT_LITELLM_CONFIG
+    gateway_config: Path = DEFAULT_GATEWAY_CONFIG
+    host: str = "127.0.0.1"
+    port: int = 4000
+    workers: int = 1
+    server: Server = Server.UVICORN
+    log_level: str = "ERROR"
+    sim_url: str | None = None
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+
+    def command(self) -> list[str]:
+        cmd = [
+            sys.executable, "-m", "litellm.proxy.proxy_cli",
+            "--config", str(self.litellm_config),
+            "--host", self.host,
+            "--port", str(self.port),
+            "--num_workers", str(self.workers),
+        ]  # fmt: skip
+        if self.server is Server.GRANIAN:
+            cmd.append("--run_granian")
+        return cmd
+
+    def environment(self, base: Mapping[str, str]) -> dict[str, str]:
+        env = dict(base)
+        # never fetch LiteLLM's model cost map from the internet at start-up
+        env.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        env.setdefault("LITELLM_LOG", self.log_level)
+        env.setdefault("LITELLM_MODE", "PRODUCTION")  # do not read a .env file
+        env.setdefault("DISABLE_SCHEMA_UPDATE", "True")
+        env.setdefault("NO_DOCS", "False")
+        env["GATEWAY_CONFIG"] = str(self.gateway_config)
+        if self.sim_url:
+            env.update(sim_provider_env(self.sim_url))
+        env.update(self.extra_env)
+        return env
+
+
+def sim_provider_env(sim_url: str) -> dict[str, str]:
+    """Environment that points the simulated deployments of litellm.yaml at ``sim_url``."""
+    base = sim_url.rstrip("/")
+    return {
+        "SIM_OPENAI_API_BASE": f"{base}/v1",
+        "SIM_ANTHROPIC_API_BASE": base,
+        "SIM_GEMINI_API_BASE": base,
+    }
+
+
+def check_configs(launch: ProxyLaunch) -> None:
+    """Validate our YAML before starting anything; raises ``ConfigError``."""
+    load_gateway_config(launch.gateway_config)
+
+
+def sim_provider_command(config: Path, host: str, port: int) -> list[str]:
+    return [
+        sys.executable, "-m", "extensions.simprovider",
+        "--config", str(config), "--host", host, "--port", str(port),
+    ]  # fmt: skip
+
+
+def wait_http_ok(url: str, timeout_s: float, proc: subprocess.Popen[bytes] | None = None,
+                 headers: Mapping[str, str] | None = None) -> None:
+    """Poll ``url`` until it answers 200; fail early if ``proc`` exits."""
+    deadline = time.monotonic() + timeout_s
+    last_error = "no answer"
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with code {proc.returncode} before {url} was up")
+        try:
+            r = httpx.get(url, timeout=2.0, headers=dict(headers or {}))
+            if r.status_code == 200:
+                return
+            last_error = f"HTTP {r.status_code}"
+        except httpx.HTTPError as exc:
+            last_error = type(exc).__name__
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} not ready after {timeout_s:.0f}s ({last_error})")
+
+
+def _terminate(procs: Sequence[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def run_demo(launch: ProxyLaunch, sim_config: Path, sim_port: int) -> int:
+    """Start the simulated provider and the proxy, print how to call it, wait for Ctrl-C."""
+    started = time.monotonic()
+    check_configs(launch)
+    env = dict(os.environ)
+    env.setdefault("LITELLM_MASTER_KEY", DEMO_MASTER_KEY)
+    env.setdefault("SIM_API_KEY", DEMO_SIM_KEY)
+    sim_url = f"http://127.0.0.1:{sim_port}"
+    launch = ProxyLaunch(**{**launch.__dict__, "sim_url": sim_url})
+    sim = subprocess.Popen(sim_provider_command(sim_config, "127.0.0.1", sim_port), env=env)
+    procs: list[subprocess.Popen[bytes]] = [sim]
+    try:
+        wait_http_ok(f"{sim_url}/_sim/health", 30, sim)
+        proxy = subprocess.Popen(launch.command(), env=launch.environment(env))
+        procs.insert(0, proxy)
+        base = f"http://{launch.host}:{launch.port}"
+        wait_http_ok(f"{base}/health/readiness", 120, proxy)
+        ready_s = time.monotonic() - started
+        print(_banner(base, env["LITELLM_MASTER_KEY"], ready_s), flush=True)
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+        return next(p.returncode for p in procs if p.poll() is not None) or 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        _terminate(procs)
+
+
+def _banner(base: str, key: str, ready_s: float) -> str:
+    shown_key = key if key == DEMO_MASTER_KEY else "$LITELLM_MASTER_KEY"
+    return (
+        f"\nGateway ready on {base} after {ready_s:.1f}s (simulated provider, no API keys).\n"
+        f"Try:\n  curl -s {base}/v1/chat/completions -H 'Authorization: Bearer {shown_key}' "
+        "-H 'Content-Type: application/json' "
+        "-d '{\"model\": \"gpt-sim\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]}'\n"
+        "Stop with Ctrl-C.\n"
+    )

@@ -1,0 +1,1 @@
+"""Test support: real processes (Redis, simulated provider, LiteLLM proxy) on free ports."""

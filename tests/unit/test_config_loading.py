@@ -1,0 +1,74 @@
+"""gateway.yaml loading: valid files load; invalid ones name the file, YAML path and what is allowed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from extensions.config import ConfigError, GatewayConfig, load_gateway_config
+from extensions.config.errors import yaml_path
+
+pytestmark = pytest.mark.unit
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "gateway.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_shipped_config_is_valid() -> None:
+    config = load_gateway_config(REPO / "config" / "gateway.yaml")
+    assert isinstance(config, GatewayConfig)
+    assert config.response_headers.enabled is True
+
+
+def test_empty_file_gives_defaults(tmp_path: Path) -> None:
+    assert load_gateway_config(write(tmp_path, "")) == GatewayConfig()
+
+
+def test_unknown_key_names_file_and_path(tmp_path: Path) -> None:
+    path = write(tmp_path, "version: 1\nresponse_headers:\n  enabld: true\n")
+    with pytest.raises(ConfigError) as info:
+        load_gateway_config(path)
+    msg = str(info.value)
+    assert str(path) in msg
+    assert "response_headers.enabld: unknown key" in msg
+
+
+def test_wrong_type_names_path_and_expected(tmp_path: Path) -> None:
+    path = write(tmp_path, "response_headers:\n  enabled: maybe\n")
+    with pytest.raises(ConfigError) as info:
+        load_gateway_config(path)
+    assert "response_headers.enabled: Input should be a valid boolean" in str(info.value)
+    assert "'maybe'" in str(info.value)
+
+
+def test_bad_version_lists_allowed_values(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_gateway_config(write(tmp_path, "version: 7\n"))
+    assert "version: Input should be 1" in str(info.value)
+
+
+def test_invalid_yaml_names_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_gateway_config(write(tmp_path, "version: 1\nresponse_headers: [\n"))
+    assert "not valid YAML" in str(info.value)
+    assert "line " in str(info.value)
+
+
+def test_top_level_must_be_mapping(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\(top level\): expected a mapping, got list"):
+        load_gateway_config(write(tmp_path, "- a\n- b\n"))
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read file"):
+        load_gateway_config(tmp_path / "nope.yaml")
+
+
+def test_yaml_path_rendering() -> None:
+    assert yaml_path(("routers", 0, "intents", 2, "name")) == "routers[0].intents[2].name"
+    assert yaml_path(()) == "(top level)"
