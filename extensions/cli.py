@@ -24,10 +24,15 @@ from extensions.launcher import (
 
 
 def _add_proxy_args(p: argparse.ArgumentParser, port: int) -> None:
-    p.add_argument("--config", type=Path, default=DEFAULT_LITELLM_CONFIG,
-                   help="LiteLLM proxy config (models, router settings)")
-    p.add_argument("--gateway-config", type=Path, default=DEFAULT_GATEWAY_CONFIG,
-                   help="our extensions' config")
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_LITELLM_CONFIG,
+        help="LiteLLM proxy config (models, router settings)",
+    )
+    p.add_argument(
+        "--gateway-config", type=Path, default=DEFAULT_GATEWAY_CONFIG, help="our extensions' config"
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=port)
     p.add_argument("--workers", type=int, default=1)
@@ -59,8 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     proxy = sub.add_parser("proxy", help="run the LiteLLM proxy with our extensions")
     _add_proxy_args(proxy, 4000)
-    proxy.add_argument("--sim-url", default=None,
-                       help="point the simulated deployments at this provider URL")
+    proxy.add_argument(
+        "--sim-url", default=None, help="point the simulated deployments at this provider URL"
+    )
 
     sim = sub.add_parser("sim-provider", help="run the simulated model provider")
     sim.add_argument("--config", type=Path, default=DEFAULT_SIM_CONFIG)

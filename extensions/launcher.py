@@ -24,8 +24,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_LITELLM_CONFIG = REPO_ROOT / "config" / "litellm.yaml"
 DEFAULT_GATEWAY_CONFIG = REPO_ROOT / "config" / "gateway.yaml"
 DEFAULT_SIM_CONFIG = REPO_ROOT / "config" / "simprovider.yaml"
-DEMO_MASTER_KEY = "sk-gateway-demo"  # noqa: S105 - a documented demo value, not a secret
-DEMO_SIM_KEY = "sim-provider-key"  # noqa: S105
+DEMO_MASTER_KEY = "sk-gateway-demo"
+DEMO_SIM_KEY = "sim-provider-key"
 
 
 class Server(StrEnum):
@@ -98,8 +98,12 @@ def sim_provider_command(config: Path, host: str, port: int) -> list[str]:
     ]  # fmt: skip
 
 
-def wait_http_ok(url: str, timeout_s: float, proc: subprocess.Popen[bytes] | None = None,
-                 headers: Mapping[str, str] | None = None) -> None:
+def wait_http_ok(
+    url: str,
+    timeout_s: float,
+    proc: subprocess.Popen[bytes] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> None:
     """Poll ``url`` until it answers 200; fail early if ``proc`` exits."""
     deadline = time.monotonic() + timeout_s
     last_error = "no answer"
@@ -137,6 +141,8 @@ def run_demo(launch: ProxyLaunch, sim_config: Path, sim_port: int) -> int:
     env.setdefault("SIM_API_KEY", DEMO_SIM_KEY)
     sim_url = f"http://127.0.0.1:{sim_port}"
     launch = ProxyLaunch(**{**launch.__dict__, "sim_url": sim_url})
+    # SIGTERM (docker stop, a supervisor) ends the demo like Ctrl-C: children stopped too
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     sim = subprocess.Popen(sim_provider_command(sim_config, "127.0.0.1", sim_port), env=env)
     procs: list[subprocess.Popen[bytes]] = [sim]
     try:
@@ -162,6 +168,6 @@ def _banner(base: str, key: str, ready_s: float) -> str:
         f"\nGateway ready on {base} after {ready_s:.1f}s (simulated provider, no API keys).\n"
         f"Try:\n  curl -s {base}/v1/chat/completions -H 'Authorization: Bearer {shown_key}' "
         "-H 'Content-Type: application/json' "
-        "-d '{\"model\": \"gpt-sim\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]}'\n"
+        '-d \'{"model": "gpt-sim", "messages": [{"role": "user", "content": "Hello"}]}\'\n'
         "Stop with Ctrl-C.\n"
     )

@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+import httpx
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -20,8 +22,9 @@ def free_port() -> int:
 class ManagedProcess:
     """A child process whose output goes to a log file the tests can read."""
 
-    def __init__(self, name: str, cmd: Sequence[str], log_dir: Path,
-                 env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, name: str, cmd: Sequence[str], log_dir: Path, env: Mapping[str, str] | None = None
+    ) -> None:
         self.name = name
         self.cmd = list(cmd)
         self.log_path = log_dir / f"{name}.log"
@@ -50,7 +53,7 @@ class ManagedProcess:
             try:
                 if probe():
                     return
-            except OSError:
+            except (OSError, httpx.HTTPError):
                 pass
             time.sleep(0.1)
         raise TimeoutError(f"{self.name} not ready after {timeout_s}s; log:\n{self.log_tail()}")

@@ -19,8 +19,8 @@ REPO = Path(__file__).resolve().parents[2]
 LITELLM_YAML = REPO / "config" / "litellm.yaml"
 GATEWAY_YAML = REPO / "config" / "gateway.yaml"
 SIM_YAML = REPO / "config" / "simprovider.yaml"
-TEST_MASTER_KEY = "sk-test-master-7d1c0f"  # noqa: S105 - test value
-TEST_SIM_KEY = "sim-test-provider-key-91ab"  # noqa: S105 - test value
+TEST_MASTER_KEY = "sk-test-master-7d1c0f"
+TEST_SIM_KEY = "sim-test-provider-key-91ab"
 
 
 def _gateway_cli(*args: str) -> list[str]:
@@ -39,9 +39,7 @@ class SimProvider:
 
     def start(self) -> SimProvider:
         self.process.start()
-        self.process.wait_ready(
-            lambda: self.admin.get("/_sim/health").status_code == 200, 30
-        )
+        self.process.wait_ready(lambda: self.admin.get("/_sim/health").status_code == 200, 30)
         return self
 
     def stop(self) -> None:
@@ -71,8 +69,9 @@ class SimProvider:
         return list(r.json())
 
 
-def derive_litellm_config(dest: Path, router_overrides: Mapping[str, Any] | None = None,
-                          source: Path = LITELLM_YAML) -> Path:
+def derive_litellm_config(
+    dest: Path, router_overrides: Mapping[str, Any] | None = None, source: Path = LITELLM_YAML
+) -> Path:
     """The shipped litellm.yaml with some router settings shortened for tests."""
     data = yaml.safe_load(source.read_text())
     data.setdefault("router_settings", {}).update(router_overrides or {})
@@ -83,9 +82,16 @@ def derive_litellm_config(dest: Path, router_overrides: Mapping[str, Any] | None
 class Proxy:
     """A LiteLLM proxy with our extensions, started by ``gateway proxy``."""
 
-    def __init__(self, log_dir: Path, sim: SimProvider, litellm_config: Path = LITELLM_YAML,
-                 gateway_config: Path = GATEWAY_YAML, workers: int = 1,
-                 extra_env: Mapping[str, str] | None = None, name: str = "proxy") -> None:
+    def __init__(
+        self,
+        log_dir: Path,
+        sim: SimProvider,
+        litellm_config: Path = LITELLM_YAML,
+        gateway_config: Path = GATEWAY_YAML,
+        workers: int = 1,
+        extra_env: Mapping[str, str] | None = None,
+        name: str = "proxy",
+    ) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.master_key = TEST_MASTER_KEY
@@ -114,5 +120,7 @@ class Proxy:
         kwargs.setdefault("max_retries", 0)
         kwargs.setdefault("timeout", 30)
         return openai.AsyncOpenAI(
-            base_url=f"{self.base_url}/v1", api_key=api_key or self.master_key, **kwargs
+            base_url=f"{self.base_url}/v1",
+            api_key=self.master_key if api_key is None else api_key,
+            **kwargs,
         )

@@ -1,4 +1,4 @@
-"""gateway.yaml loading: valid files load; invalid ones name the file, YAML path and what is allowed."""
+"""gateway.yaml loading: valid files load, invalid ones name the file, path and allowed values."""
 
 from __future__ import annotations
 
