@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate config/gateway.yaml and exit")
     check.add_argument("--gateway-config", type=Path, default=DEFAULT_GATEWAY_CONFIG)
+    check.add_argument("--config", type=Path, default=DEFAULT_LITELLM_CONFIG)
     return parser
 
 
@@ -83,7 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "check-config":
-            check_configs(ProxyLaunch(gateway_config=args.gateway_config))
+            check_configs(
+                ProxyLaunch(gateway_config=args.gateway_config, litellm_config=args.config)
+            )
             print(f"{args.gateway_config}: OK")
             return 0
         if args.command == "sim-provider":

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 
 from extensions.config import load_gateway_config
+from extensions.config.loader import litellm_model_groups
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_LITELLM_CONFIG = REPO_ROOT / "config" / "litellm.yaml"
@@ -70,6 +71,7 @@ class ProxyLaunch:
         env.setdefault("DISABLE_SCHEMA_UPDATE", "True")
         env.setdefault("NO_DOCS", "False")
         env["GATEWAY_CONFIG"] = str(self.gateway_config)
+        env["GATEWAY_LITELLM_CONFIG"] = str(self.litellm_config)
         if self.sim_url:
             env.update(sim_provider_env(self.sim_url))
         env.update(self.extra_env)
@@ -87,8 +89,8 @@ def sim_provider_env(sim_url: str) -> dict[str, str]:
 
 
 def check_configs(launch: ProxyLaunch) -> None:
-    """Validate our YAML before starting anything; raises ``ConfigError``."""
-    load_gateway_config(launch.gateway_config)
+    """Validate our YAML (and its references to litellm.yaml) before starting anything."""
+    load_gateway_config(launch.gateway_config, litellm_model_groups(launch.litellm_config))
 
 
 def sim_provider_command(config: Path, host: str, port: int) -> list[str]:

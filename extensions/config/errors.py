@@ -35,7 +35,7 @@ def _describe(error: dict[str, object]) -> str:
     assert isinstance(loc, tuple)
     # pydantic appends the validator name for tagged unions / function validators
     parts = [p for p in loc if not (isinstance(p, str) and p.startswith("function-"))]
-    msg = str(error.get("msg", "invalid value"))
+    msg = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
     if error.get("type") == "extra_forbidden":
         msg = "unknown key (not allowed here; check the spelling)"
     got = error.get("input")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Set
 from pathlib import Path
 from typing import TypeVar
 
@@ -9,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from extensions.config.errors import ConfigError, from_validation_error
+from extensions.config.references import reference_problems
 from extensions.config.schema import GatewayConfig
 
 M = TypeVar("M", bound=BaseModel)
@@ -44,6 +46,20 @@ def load_model(path: Path | str, model: type[M]) -> M:
         raise from_validation_error(p, exc) from exc
 
 
-def load_gateway_config(path: Path | str) -> GatewayConfig:
-    """Load and validate ``config/gateway.yaml``."""
-    return load_model(path, GatewayConfig)
+def litellm_model_groups(path: Path | str) -> set[str]:
+    """The ``model_name`` of every deployment in litellm.yaml."""
+    p = Path(path)
+    entries = read_yaml_mapping(p).get("model_list") or []
+    if not isinstance(entries, list):
+        raise ConfigError(p, ["model_list: expected a list of deployments"])
+    return {str(e["model_name"]) for e in entries if isinstance(e, dict) and "model_name" in e}
+
+
+def load_gateway_config(path: Path | str, model_groups: Set[str] | None = None) -> GatewayConfig:
+    """Load and validate ``config/gateway.yaml``; with ``model_groups``, check references too."""
+    config = load_model(path, GatewayConfig)
+    if model_groups is not None:
+        problems = reference_problems(config, model_groups)
+        if problems:
+            raise ConfigError(path, problems)
+    return config

@@ -1,21 +1,18 @@
 """The pydantic model of ``config/gateway.yaml``: one model per YAML section.
 
 Every model forbids unknown keys, so a typo stops start-up instead of being
-silently ignored. Sections are added here as the gateway grows (router, cache,
-access control, logging); each lives in its own module and is imported here.
+silently ignored. Each section lives next to the code it configures.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import Field
 
-
-class StrictModel(BaseModel):
-    """Base for every config section: unknown keys are errors, values are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from extensions.config.base import StrictModel
+from extensions.embedding.settings import Embedding
+from extensions.router.settings import HandoffSink, Router
 
 
 class ResponseHeadersSettings(StrictModel):
@@ -25,7 +22,10 @@ class ResponseHeadersSettings(StrictModel):
 
 
 class GatewayConfig(StrictModel):
-    """The whole of ``config/gateway.yaml``."""
+    """The whole of ``config/gateway.yaml`` (cross-references: ``config/references.py``)."""
 
     version: Literal[1] = 1
     response_headers: ResponseHeadersSettings = ResponseHeadersSettings()
+    embedding: Embedding = Embedding()
+    handoff_sinks: dict[str, HandoffSink] = {}
+    routers: dict[str, Router] = Field(default_factory=dict)

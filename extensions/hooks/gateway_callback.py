@@ -13,7 +13,8 @@ from litellm.integrations.custom_logger import CustomLogger
 from litellm.proxy._types import ProxyException
 
 from extensions.config import GatewayConfig
-from extensions.hooks.headers import CallInfo, deployment_headers
+from extensions.hooks.headers import CallInfo, deployment_headers, routing_headers
+from extensions.hooks.routing import META_KEY, RoutingHook
 from extensions.protocol.validation import (
     RequestProblem,
     check_chat_request,
@@ -37,9 +38,10 @@ def _bad_request(problem: RequestProblem) -> ProxyException:
 class GatewayCallback(CustomLogger):  # type: ignore[misc]
     """One instance per proxy worker, holding the validated gateway config."""
 
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, routing: RoutingHook | None = None) -> None:
         super().__init__()
         self.config = config
+        self.routing = routing
 
     async def async_pre_call_hook(
         self, user_api_key_dict: Any, cache: Any, data: dict[str, Any], call_type: str
@@ -48,6 +50,8 @@ class GatewayCallback(CustomLogger):  # type: ignore[misc]
         problem = check(data) if check else None
         if problem:
             raise _bad_request(problem)
+        if self.routing is not None and call_type == "acompletion" and self.routing.handles(data):
+            return await self.routing.apply(data, getattr(user_api_key_dict, "key_alias", None))
         return data
 
     async def async_post_call_response_headers_hook(
@@ -60,4 +64,9 @@ class GatewayCallback(CustomLogger):  # type: ignore[misc]
     ) -> dict[str, str] | None:
         if not self.config.response_headers.enabled:
             return None
-        return deployment_headers(CallInfo.from_litellm(data, litellm_call_info)) or None
+        metadata = data.get("metadata") or {}
+        routed = metadata.get(META_KEY) if isinstance(metadata, dict) else None
+        headers = routing_headers(routed) if isinstance(routed, dict) else {}
+        if headers.get("x-gateway-action", "ROUTE") == "ROUTE":
+            headers.update(deployment_headers(CallInfo.from_litellm(data, litellm_call_info)))
+        return headers or None

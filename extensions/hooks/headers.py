@@ -47,3 +47,15 @@ def deployment_headers(info: CallInfo) -> dict[str, str]:
     if info.provider:
         out[HEADER_PROVIDER] = info.provider
     return out
+
+
+def routing_headers(routed: Mapping[str, object]) -> dict[str, str]:
+    """``x-gateway-router``, ``-intent``, ``-confidence``, ``-action`` from the router's record."""
+    out = {"x-gateway-router": str(routed.get("router", "")),
+           "x-gateway-action": str(routed.get("action", ""))}  # fmt: skip
+    if routed.get("intent"):
+        out["x-gateway-intent"] = str(routed["intent"])
+    confidence = routed.get("confidence")
+    if isinstance(confidence, float | int):
+        out["x-gateway-confidence"] = f"{float(confidence):.3f}"
+    return out

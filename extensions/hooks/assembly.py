@@ -1,0 +1,37 @@
+"""Build the gateway's hook objects from validated settings (no environment reads here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from extensions.access.keys import KeyVerifier
+from extensions.config import ConfigError, GatewayConfig, load_gateway_config
+from extensions.config.loader import litellm_model_groups
+from extensions.hooks.auth import GatewayAuth
+from extensions.hooks.gateway_callback import GatewayCallback
+from extensions.hooks.routing import RoutingHook
+
+
+def build_routing(config: GatewayConfig, base_dir: Path) -> RoutingHook | None:
+    """Load the shared encoder and train (or load cached) classifiers; None without routers."""
+    if not config.routers:
+        return None
+    from extensions.embedding.encoder import sentence_encoder
+    from extensions.router.engine import RouterEngine, compile_routers
+    from extensions.router.handoff import HandoffDispatcher, build_sink
+
+    encoder = sentence_encoder(config.embedding)
+    routers = compile_routers(config.routers, encoder, base_dir, config.embedding.cache_dir)
+    sinks = {name: build_sink(s) for name, s in config.handoff_sinks.items()}
+    return RoutingHook(RouterEngine(routers, encoder), HandoffDispatcher(sinks))
+
+
+def build_gateway(
+    gateway_yaml: Path, litellm_yaml: Path, master_key: str
+) -> tuple[GatewayCallback, GatewayAuth]:
+    """The callback and the auth check for one proxy worker; raises ``ConfigError``."""
+    config = load_gateway_config(gateway_yaml, litellm_model_groups(litellm_yaml))
+    if not master_key:
+        raise ConfigError("environment", ["LITELLM_MASTER_KEY must be set (the operators' key)"])
+    callback = GatewayCallback(config, build_routing(config, gateway_yaml.parent))
+    return callback, GatewayAuth(KeyVerifier.from_master_key(master_key))

@@ -1,0 +1,97 @@
+"""Request-time routing: encode once (off the loop), classify, decide.
+
+Fail-open: if the encoder fails, the request goes to the router's default model
+(counted and logged by the caller), never to an error.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from extensions.embedding.encoder import BatchingEncoder, Vectors
+from extensions.router.classifier import (
+    Classification,
+    Head,
+    Thresholds,
+    Verdict,
+    classify_row,
+)
+from extensions.router.conversation import find_follow_up, text_to_classify
+from extensions.router.decide import Decision, decide
+from extensions.router.settings import Router
+from extensions.router.training import cached_classifier, router_examples
+
+
+@dataclass(frozen=True)
+class CompiledRouter:
+    name: str
+    spec: Router
+    head: Head
+    thresholds: Thresholds
+
+
+@dataclass(frozen=True)
+class Routed:
+    decision: Decision
+    query: str
+    embedding: Vectors | None  # reused by the semantic cache: one embedding per request
+    classify_ms: float
+
+
+def resolve_follow_up(head: Head, probs: Vectors, candidates: Sequence[str]) -> Classification:
+    """Pick among the intents we offered, using the probabilities of the whole exchange."""
+    idx = [head.labels.index(c) for c in candidates if c in head.labels]
+    sub = probs[idx]
+    total = float(sub.sum()) or 1.0
+    order = np.argsort(-sub)
+    ranked = tuple((head.labels[idx[i]], float(sub[i]) / total) for i in order)
+    return Classification(Verdict.IN_SCOPE, ranked[0][0], ranked[0][1], ranked)
+
+
+class RouterEngine:
+    def __init__(self, routers: Mapping[str, CompiledRouter], encoder: BatchingEncoder) -> None:
+        self._routers = dict(routers)
+        self.encoder = encoder
+
+    def handles(self, model: object) -> bool:
+        return isinstance(model, str) and model in self._routers
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._routers)
+
+    def router(self, name: str) -> CompiledRouter:
+        return self._routers[name]
+
+    async def route(self, name: str, messages: Sequence[Mapping[str, object]]) -> Routed:
+        compiled = self._routers[name]
+        spec = compiled.spec
+        started = time.perf_counter()
+        follow_up = find_follow_up(messages, spec.clarify.question, spec.intents)
+        query = text_to_classify(messages, spec.classify)
+        text = f"{follow_up.original_query}\n{follow_up.answer}" if follow_up else query
+        vectors = await self.encoder.encode([text])
+        probs = compiled.head.probabilities(vectors)[0]
+        if follow_up is not None:
+            classification = resolve_follow_up(compiled.head, probs, follow_up.candidates)
+        else:
+            classification = classify_row(compiled.head, probs, compiled.thresholds)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        return Routed(decide(spec, classification, text), query, vectors[0], elapsed_ms)
+
+
+def compile_routers(
+    routers: Mapping[str, Router], encoder: BatchingEncoder, base_dir: Path, cache_dir: Path
+) -> dict[str, CompiledRouter]:
+    """Train (or load from cache) every router's classifier; runs at start-up, off any loop."""
+    out: dict[str, CompiledRouter] = {}
+    for name, spec in routers.items():
+        trained = cached_classifier(router_examples(spec, base_dir), encoder.encode_sync,
+                                    encoder.fingerprint, spec.thresholds, cache_dir)  # fmt: skip
+        out[name] = CompiledRouter(name, spec, trained.head, trained.thresholds)
+    return out

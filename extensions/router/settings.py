@@ -1,0 +1,198 @@
+"""``routers`` and ``handoff_sinks`` sections of gateway.yaml (pydantic, validated once)."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from extensions.config.base import StrictModel
+
+NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class Action(StrEnum):
+    """What the router does with a request; also the ``x-gateway-action`` header."""
+
+    ROUTE = "ROUTE"
+    RESPOND = "RESPOND"
+    HANDOFF = "HANDOFF"
+    CLARIFY = "CLARIFY"
+    REFUSE = "REFUSE"
+
+
+class Turns(StrEnum):
+    LAST_USER = "last_user"
+    LAST_N = "last_n"
+
+
+class RouteTo(StrictModel):
+    """``route``: a model group from litellm.yaml (its fallbacks apply)."""
+
+    model: str = Field(min_length=1)
+    system_prompt: str | None = None
+
+
+class Respond(StrictModel):
+    """``respond``: a fixed answer; ``{name}`` placeholders come from ``variables`` only."""
+
+    text: str = Field(min_length=1)
+    variables: dict[str, str] = {}
+
+    @model_validator(mode="after")
+    def _placeholders_defined(self) -> Respond:
+        missing = sorted(set(PLACEHOLDER.findall(self.text)) - set(self.variables))
+        if missing:
+            raise ValueError(f"placeholders without a value in 'variables': {', '.join(missing)}")
+        return self
+
+
+class DefaultRoute(RouteTo):
+    """``default``: where in-scope queries that no intent claims go.
+
+    Its optional ``examples`` (generic on-topic queries) train a class of their own.
+    """
+
+    examples: list[str] = []
+
+
+class Handoff(StrictModel):
+    """``handoff``: tell the user, and deliver a record to a sink for a human operator."""
+
+    queue: str = Field(pattern=NAME)
+    message: str = Field(min_length=1)
+    sink: str = Field(pattern=NAME)
+
+
+class ClarifyBetween(StrictModel):
+    """``clarify``: ask which of these intents is meant."""
+
+    between: list[str] = Field(min_length=2)
+
+
+class Intent(StrictModel):
+    name: str = Field(pattern=NAME)
+    description: str = Field(min_length=3, description="plain words, used in clarifying questions")
+    examples: list[str] = []
+    examples_file: Path | None = None
+    action: Literal["route", "respond", "handoff", "clarify"]
+    route: RouteTo | None = None
+    respond: Respond | None = None
+    handoff: Handoff | None = None
+    clarify: ClarifyBetween | None = None
+
+    @model_validator(mode="after")
+    def _action_block(self) -> Intent:
+        blocks = {"route": self.route, "respond": self.respond, "handoff": self.handoff,
+                  "clarify": self.clarify}  # fmt: skip
+        if blocks[self.action] is None:
+            raise ValueError(f"action '{self.action}' needs a '{self.action}' block")
+        extra = sorted(k for k, v in blocks.items() if v is not None and k != self.action)
+        if extra:
+            raise ValueError(f"action is '{self.action}' but the intent also has: {extra}")
+        if not self.examples and self.examples_file is None:
+            raise ValueError("an intent needs 'examples' or an 'examples_file'")
+        return self
+
+    @property
+    def outcome(self) -> Action:
+        return Action(self.action.upper())
+
+
+class Thresholds(StrictModel):
+    """Decision thresholds; ``auto`` fits them on held-out examples at start-up."""
+
+    out_of_scope: float | Literal["auto"] = "auto"
+    clarify_margin: float | Literal["auto"] = "auto"
+    target_false_refusal: float = Field(0.03, ge=0.0, le=0.5)
+    target_clarify_rate: float = Field(0.03, ge=0.0, le=0.5)
+
+    @field_validator("out_of_scope", "clarify_margin")
+    @classmethod
+    def _unit_interval(cls, v: float | str) -> float | str:
+        if isinstance(v, float | int) and not 0.0 <= float(v) <= 1.0:
+            raise ValueError("must be 'auto' or a number between 0 and 1")
+        return v
+
+
+class Classify(StrictModel):
+    """Which turns of the conversation are classified."""
+
+    turns: Turns = Turns.LAST_USER
+    last_n: int = Field(3, ge=1, le=20)
+
+
+class OutOfScope(StrictModel):
+    responses: list[str] = Field(min_length=1)
+    examples: list[str] = []
+
+
+class ClarifyText(StrictModel):
+    question: str = "Just to be sure I help with the right thing: do you want to {options}?"
+
+    @field_validator("question")
+    @classmethod
+    def _has_options(cls, v: str) -> str:
+        if "{options}" not in v:
+            raise ValueError("must contain the placeholder {options}")
+        return v
+
+
+class LlmClassifier(StrictModel):
+    """Optional second opinion from a general model for low-confidence queries."""
+
+    enabled: bool = False
+    model: str = "gpt-sim-mini"
+    below_confidence: float = Field(0.6, ge=0.0, le=1.0)
+    timeout_ms: int = Field(1500, ge=50, le=30000)
+
+
+class Router(StrictModel):
+    description: str = ""
+    classify: Classify = Classify()
+    thresholds: Thresholds = Thresholds()
+    default: DefaultRoute
+    out_of_scope: OutOfScope
+    clarify: ClarifyText = ClarifyText()
+    llm_classifier: LlmClassifier = LlmClassifier()
+    intents: list[Intent] = Field(min_length=2)
+
+    @model_validator(mode="after")
+    def _names(self) -> Router:
+        names = [i.name for i in self.intents]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate intent names: {', '.join(dupes)}")
+        known = set(names)
+        for intent in self.intents:
+            if intent.clarify is not None:
+                unknown = [n for n in intent.clarify.between if n not in known]
+                if unknown:
+                    raise ValueError(
+                        f"intent '{intent.name}' clarifies between unknown intents: {unknown}"
+                    )
+        return self
+
+
+class LogSink(StrictModel):
+    type: Literal["log"]
+
+
+class WebhookSink(StrictModel):
+    type: Literal["webhook"]
+    url: str = Field(pattern=r"^https?://")
+    timeout_s: float = Field(5.0, gt=0, le=60)
+
+
+class RedisStreamSink(StrictModel):
+    type: Literal["redis_stream"]
+    url: str = Field(pattern=r"^rediss?://")
+    stream: str = Field("gateway:handoffs", min_length=1)
+    max_len: int = Field(100_000, ge=100)
+
+
+HandoffSink = Annotated[LogSink | WebhookSink | RedisStreamSink, Field(discriminator="type")]
