@@ -55,6 +55,8 @@ def routing_headers(routed: Mapping[str, object]) -> dict[str, str]:
            "x-gateway-action": str(routed.get("action", ""))}  # fmt: skip
     if routed.get("intent"):
         out["x-gateway-intent"] = str(routed["intent"])
+    if routed.get("handoff_id"):
+        out["x-gateway-handoff-id"] = str(routed["handoff_id"])
     confidence = routed.get("confidence")
     if isinstance(confidence, float | int):
         out["x-gateway-confidence"] = f"{float(confidence):.3f}"

@@ -66,7 +66,7 @@ class SimProvider:
     def requests(self, model: str, limit: int = 10) -> list[dict[str, Any]]:
         r = self.admin.get("/_sim/requests", params={"model": model, "limit": limit})
         r.raise_for_status()
-        return list(r.json())
+        return list(r.json()["requests"])
 
 
 def derive_litellm_config(
