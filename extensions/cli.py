@@ -74,6 +74,33 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--port", type=int, default=8010)
     sim.add_argument("--log-level", default="warning")
 
+    ev = sub.add_parser("eval-router", help="build a router from labelled data and measure it")
+    ev.add_argument("--train", required=True, help="CSV (text,label) or JSON[:split+split]")
+    ev.add_argument("--val", help="fit thresholds here (default: a split of --train)")
+    ev.add_argument("--eval", help="evaluate here (default: --eval-split of --train)")
+    ev.add_argument(
+        "--eval-split",
+        type=float,
+        default=0.15,
+        help="share of --train held out for evaluation when --eval is not given",
+    )
+    ev.add_argument("--fine-tune", action="store_true", help="fine-tune the encoder first")
+    ev.add_argument("--model", help="encoder (default: gateway.yaml's embedding.model)")
+    ev.add_argument("--gateway-config", type=Path, default=DEFAULT_GATEWAY_CONFIG)
+    ev.add_argument("--target-false-refusal", type=float, default=None)
+    ev.add_argument("--target-clarify-rate", type=float, default=None)
+    ev.add_argument("--json", type=Path, help="write the report here")
+    ev.add_argument("--no-progress", action="store_true")
+
+    ft = sub.add_parser("finetune-router", help="fine-tune the encoder on a router's examples")
+    source = ft.add_mutually_exclusive_group(required=True)
+    source.add_argument("--router", help="a router of gateway.yaml (its intents' examples)")
+    source.add_argument("--train", help="CSV (text,label) or JSON[:split+split]")
+    ft.add_argument("--out", type=Path, required=True, help="folder to write the model to")
+    ft.add_argument("--model", help="base encoder (default: gateway.yaml's embedding.model)")
+    ft.add_argument("--epochs", type=float, default=3.0)
+    ft.add_argument("--gateway-config", type=Path, default=DEFAULT_GATEWAY_CONFIG)
+
     check = sub.add_parser("check-config", help="validate config/gateway.yaml and exit")
     check.add_argument("--gateway-config", type=Path, default=DEFAULT_GATEWAY_CONFIG)
     check.add_argument("--config", type=Path, default=DEFAULT_LITELLM_CONFIG)
@@ -89,6 +116,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             print(f"{args.gateway_config}: OK")
             return 0
+        if args.command == "eval-router":
+            from extensions.router.commands import eval_router
+
+            return eval_router(args)
+        if args.command == "finetune-router":
+            from extensions.router.commands import finetune_router
+
+            return finetune_router(args)
         if args.command == "sim-provider":
             from extensions.simprovider.server import main as sim_main
 

@@ -1,13 +1,15 @@
 """Sentence encoder run off the event loop, with micro-batching of concurrent requests.
 
-Model inference never runs on the event loop: one worker thread owns the model,
-and requests that arrive within ``batch_window_ms`` of each other are encoded in
-one batch (up to ``max_batch_size``).
+Model inference never runs on the event loop: one worker thread owns the model.
+Requests that queue up while a batch is being encoded form the next batch (up to
+``max_batch_size``), so concurrent requests share the model's work and an idle
+gateway adds no waiting; ``batch_window_ms`` > 0 waits that long for company.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -47,6 +49,18 @@ def resolve_model_path(model: str) -> Path:
     return Path(model).expanduser().resolve()
 
 
+def model_fingerprint(settings: Embedding) -> str:
+    """Identifies the encoder's weights and settings: a retrained folder gets a new one."""
+    source = resolve_model_path(settings.model)
+    stamps = sorted(
+        f"{p.relative_to(source)}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
+        for p in source.rglob("*")
+        if p.is_file() and p.suffix in {".safetensors", ".onnx", ".bin"}
+    )
+    raw = "|".join([settings.model, settings.backend.value, str(settings.max_seq_length), *stamps])
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
 def load_sentence_transformer(settings: Embedding) -> Any:
     """Load the model from disk only (no hub), exporting ONNX once into ``cache_dir``."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -57,17 +71,17 @@ def load_sentence_transformer(settings: Embedding) -> Any:
     if settings.backend is Backend.TORCH:
         model = SentenceTransformer(str(source), device="cpu")
     else:
-        model = _load_onnx(source, settings.cache_dir)
+        model = _load_onnx(source, settings.cache_dir / "onnx" / model_fingerprint(settings))
     model.max_seq_length = settings.max_seq_length
     return model
 
 
-def _load_onnx(source: Path, cache_dir: Path) -> Any:
+def _load_onnx(source: Path, export_dir: Path) -> Any:
+    """Use the folder's ONNX file, or export it once into ``export_dir`` and reuse that."""
     from sentence_transformers import SentenceTransformer
 
     if (source / "onnx" / "model.onnx").exists():
         return SentenceTransformer(str(source), backend="onnx", device="cpu")
-    export_dir = cache_dir / "onnx" / source.name
     if not (export_dir / "onnx" / "model.onnx").exists():
         model = SentenceTransformer(str(source), backend="onnx", device="cpu")
         export_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -127,19 +141,12 @@ class BatchingEncoder:
         while True:
             batch = [await queue.get()]
             size = len(batch[0][0])
-            deadline = loop.time() + self._window_s
-            while size < self._max_batch:
-                timeout = deadline - loop.time()
-                if timeout <= 0 and queue.empty():
-                    break
-                try:
-                    item = (
-                        queue.get_nowait()
-                        if timeout <= 0
-                        else await asyncio.wait_for(queue.get(), timeout)
-                    )
-                except (TimeoutError, asyncio.QueueEmpty):
-                    break
+            if self._window_s > 0:  # optionally wait a little for company
+                await asyncio.sleep(self._window_s)
+            # whatever queued up while the last batch ran joins this one: batching
+            # under load, no added latency when idle
+            while size < self._max_batch and not queue.empty():
+                item = queue.get_nowait()
                 batch.append(item)
                 size += len(item[0])
             texts = [t for item, _ in batch for t in item]
@@ -173,6 +180,6 @@ def sentence_encoder(settings: Embedding) -> BatchingEncoder:
         return np.asarray(out, dtype=np.float32)
 
     dim = int(model.get_sentence_embedding_dimension())
-    fingerprint = f"{settings.model}|{settings.backend}|{settings.max_seq_length}"
+    fingerprint = f"{settings.model}#{model_fingerprint(settings)}"
     return BatchingEncoder(encode, dim, fingerprint, settings.max_batch_size,
                            settings.batch_window_ms)  # fmt: skip

@@ -22,5 +22,5 @@ class Embedding(StrictModel):
     backend: Backend = Backend.ONNX
     max_seq_length: int = Field(64, ge=8, le=512)
     max_batch_size: int = Field(32, ge=1, le=512)
-    batch_window_ms: float = Field(1.0, ge=0, le=50)
+    batch_window_ms: float = Field(0.0, ge=0, le=50)
     cache_dir: Path = Path(".cache/gateway")
