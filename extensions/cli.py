@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from extensions.config import ConfigError
+from extensions.config.errors import ConfigError
 from extensions.launcher import (
     DEFAULT_GATEWAY_CONFIG,
     DEFAULT_LITELLM_CONFIG,

@@ -18,8 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from extensions.config import load_gateway_config
-from extensions.config.loader import litellm_model_groups
+from extensions.config.loader import litellm_model_groups, load_gateway_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_LITELLM_CONFIG = REPO_ROOT / "config" / "litellm.yaml"

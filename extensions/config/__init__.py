@@ -1,7 +1,3 @@
-"""Loading and validating ``config/gateway.yaml`` (one pydantic model per section)."""
-
-from extensions.config.errors import ConfigError
-from extensions.config.loader import load_gateway_config
-from extensions.config.schema import GatewayConfig
-
-__all__ = ["ConfigError", "GatewayConfig", "load_gateway_config"]
+"""Loading and validating ``config/gateway.yaml``: ``schema`` (one pydantic model per
+section), ``loader`` (YAML to validated models), ``errors`` (messages naming the file,
+YAML path and allowed values), ``references`` (checks across sections and files)."""

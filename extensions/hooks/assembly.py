@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from extensions.access.keys import KeyVerifier
-from extensions.config import ConfigError, GatewayConfig, load_gateway_config
-from extensions.config.loader import litellm_model_groups
+from extensions.config.errors import ConfigError
+from extensions.config.loader import litellm_model_groups, load_gateway_config
+from extensions.config.schema import GatewayConfig
 from extensions.hooks.auth import GatewayAuth
 from extensions.hooks.gateway_callback import GatewayCallback
 from extensions.hooks.routing import RoutingHook

@@ -12,7 +12,7 @@ from typing import Any
 from litellm.integrations.custom_logger import CustomLogger
 from litellm.proxy._types import ProxyException
 
-from extensions.config import GatewayConfig
+from extensions.config.schema import GatewayConfig
 from extensions.hooks.headers import CallInfo, deployment_headers, routing_headers
 from extensions.hooks.routing import META_KEY, RoutingHook
 from extensions.protocol.validation import (

@@ -118,7 +118,11 @@ def fit_thresholds(
     predicted = np.array(head.labels)[best_idx]
     if not in_scope.any():
         raise ValueError("threshold fitting needs in-scope examples")
-    cap = float(np.quantile(top1[in_scope], target_false_refusal)) if target_false_refusal else 0.0
+    cap = (
+        float(np.quantile(top1[in_scope], target_false_refusal, method="lower"))
+        if target_false_refusal
+        else 0.0
+    )
     min_conf = cap
     if (~in_scope).any():
         best_score = -1.0
@@ -131,5 +135,7 @@ def fit_thresholds(
             if acc + recall > best_score:
                 best_score, min_conf = acc + recall, float(t)
     margins = (top1 - top2)[in_scope & ~oos_wins & (top1 >= min_conf)]
-    clarify = float(np.quantile(margins, target_clarify_rate)) if len(margins) else 0.0
+    clarify = (
+        float(np.quantile(margins, target_clarify_rate, method="lower")) if len(margins) else 0.0
+    )
     return Thresholds(min_confidence=min_conf, clarify_margin=max(0.0, clarify))

@@ -7,7 +7,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from extensions.config import load_gateway_config
+from extensions.config.loader import load_gateway_config
 from extensions.embedding.encoder import sentence_encoder
 from extensions.router.datasets import DatasetError, load_examples
 from extensions.router.evaluation import evaluate, write_json

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from extensions.config import ConfigError, GatewayConfig, load_gateway_config
-from extensions.config.errors import yaml_path
+from extensions.config.errors import ConfigError, yaml_path
+from extensions.config.loader import load_gateway_config
+from extensions.config.schema import GatewayConfig
 
 pytestmark = pytest.mark.unit
 REPO = Path(__file__).resolve().parents[2]
