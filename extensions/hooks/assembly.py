@@ -20,11 +20,17 @@ def build_routing(config: GatewayConfig, base_dir: Path) -> RoutingHook | None:
     from extensions.embedding.encoder import sentence_encoder
     from extensions.router.engine import RouterEngine, compile_routers
     from extensions.router.handoff import HandoffDispatcher, build_sink
+    from extensions.router.llm_classifier import LlmIntentClassifier, router_completion
 
     encoder = sentence_encoder(config.embedding)
     routers = compile_routers(config.routers, encoder, base_dir, config.embedding.cache_dir)
     sinks = {name: build_sink(s) for name, s in config.handoff_sinks.items()}
-    return RoutingHook(RouterEngine(routers, encoder), HandoffDispatcher(sinks))
+    llm = {
+        name: LlmIntentClassifier(spec.llm_classifier, spec.description, spec.intents,
+                                  router_completion)
+        for name, spec in config.routers.items() if spec.llm_classifier.enabled
+    }  # fmt: skip
+    return RoutingHook(RouterEngine(routers, encoder, llm), HandoffDispatcher(sinks))
 
 
 def build_gateway(

@@ -23,6 +23,7 @@ from extensions.router.classifier import (
 )
 from extensions.router.conversation import find_follow_up, text_to_classify
 from extensions.router.decide import Decision, decide
+from extensions.router.llm_classifier import LlmIntentClassifier
 from extensions.router.settings import Router
 from extensions.router.training import cached_classifier, router_examples
 
@@ -54,9 +55,15 @@ def resolve_follow_up(head: Head, probs: Vectors, candidates: Sequence[str]) -> 
 
 
 class RouterEngine:
-    def __init__(self, routers: Mapping[str, CompiledRouter], encoder: BatchingEncoder) -> None:
+    def __init__(
+        self,
+        routers: Mapping[str, CompiledRouter],
+        encoder: BatchingEncoder,
+        llm: Mapping[str, LlmIntentClassifier] | None = None,
+    ) -> None:
         self._routers = dict(routers)
         self.encoder = encoder
+        self._llm = dict(llm or {})
 
     def handles(self, model: object) -> bool:
         return isinstance(model, str) and model in self._routers
@@ -81,6 +88,9 @@ class RouterEngine:
             classification = resolve_follow_up(compiled.head, probs, follow_up.candidates)
         else:
             classification = classify_row(compiled.head, probs, compiled.thresholds)
+            llm = self._llm.get(name)
+            if llm is not None and llm.wanted(classification):
+                classification = await llm.classify(text, classification) or classification
         elapsed_ms = (time.perf_counter() - started) * 1000
         return Routed(decide(spec, classification, text), query, vectors[0], elapsed_ms)
 
