@@ -87,3 +87,11 @@ def test_readme_sdk_example(demo: tuple[int, ManagedProcess]) -> None:
     assert "Simulated reply from sim-claude" in out.stdout
     assert "Simulated reply from sim-gemini" in out.stdout
     assert time.monotonic() - started < 30
+
+
+def test_readme_router_example(demo: tuple[int, ManagedProcess]) -> None:
+    port, _ = demo
+    code = readme_block("python", "support-bot").replace("localhost:4000", f"127.0.0.1:{port}")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("RESPOND You can reset your password here: https://")
