@@ -33,7 +33,8 @@ def eval_router(args: argparse.Namespace) -> int:
     if args.fine_tune:
         out_dir = Path(tempfile.mkdtemp(prefix="gateway-finetune-"))
         print(f"fine-tuning {embedding.model} on {len(train)} examples -> {out_dir}")
-        fine_tune(embedding.model, train, out_dir, FineTuneSettings(), progress=True)
+        fine_tune(embedding.model, train, out_dir, FineTuneSettings(), progress=True,
+                  hold_out_calibration=not validation)  # fmt: skip
         embedding = embedding.model_copy(update={"model": str(out_dir)})
     overrides = {k: v for k, v in {
         "target_false_refusal": args.target_false_refusal,

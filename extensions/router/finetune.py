@@ -4,9 +4,14 @@ Recipe: the sentence-transformers encoder plus a cosine-softmax head
 (logits = scale · cos(embedding, class weight)) trained with cross-entropy; the
 word-embedding matrix stays frozen; AdamW with linear warm-up and decay; batches
 bucketed by length (less padding). Out-of-scope examples, if any, are a class of
-their own. The result is a sentence-transformers folder (plus its ONNX export) that
-``embedding.model`` in gateway.yaml can point to; the gateway then trains its usual
-head and fits its thresholds on top.
+their own. The result is a sentence-transformers folder that ``embedding.model`` in
+gateway.yaml can point to; the gateway then trains its usual head and fits its
+thresholds on top.
+
+The encoder is fine-tuned on the same stratified share of the examples that the
+gateway trains on before fitting thresholds (``training.stratified_split``, same
+seed), so the held-out examples the thresholds are fitted on are ones the encoder
+never saw: a fine-tuned encoder is over-confident on its own training data.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from extensions.embedding.encoder import resolve_model_path
-from extensions.router.training import Example
+from extensions.router.training import HOLDOUT_SHARE, Example, stratified_split
 
 
 @dataclass(frozen=True)
@@ -54,13 +59,20 @@ def fine_tune(
     out_dir: Path,
     settings: FineTuneSettings = FineTuneSettings(),
     progress: bool = False,
+    hold_out_calibration: bool = True,
 ) -> Path:
-    """Fine-tune ``model`` (``builtin:…`` or a folder) and save it to ``out_dir``."""
+    """Fine-tune ``model`` (``builtin:…`` or a folder) and save it to ``out_dir``.
+
+    ``hold_out_calibration=False`` uses every example (when thresholds are fitted on
+    a separate validation set instead).
+    """
     import torch
     import torch.nn.functional as F
     from sentence_transformers import SentenceTransformer
     from tqdm import tqdm
 
+    if hold_out_calibration:  # keep the gateway's calibration share unseen
+        examples, _ = stratified_split(examples, HOLDOUT_SHARE)
     torch.set_num_threads(settings.threads)
     torch.manual_seed(settings.seed)
     rng = random.Random(settings.seed)
