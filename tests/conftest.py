@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
+# before anything imports litellm: never fetch its model cost map from the internet
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
 from collections.abc import Iterator
 from pathlib import Path
 
