@@ -58,7 +58,7 @@ def read_json(path: Path, splits: list[str] | None, role: str) -> list[Example]:
             raise DatasetError(f"{path}: no split '{split}' (available: {', '.join(sorted(data))})")
         for item in data[split]:
             text, label = item[0], item[1]
-            out.append(Example(str(text), _normalise(str(label))))
+            out.append(Example(str(text), _normalise(str(label)), source=split))
     return out
 
 

@@ -23,6 +23,7 @@ class EvalReport:
     in_scope_accuracy: float
     oos_recall: float | None
     oos_precision: float | None
+    oos_recall_by_source: dict[str, float]
     clarify_rate: float
     accuracy_when_answered: float
     latency_p50_ms: float
@@ -44,6 +45,7 @@ class EvalReport:
             ("in-scope accuracy", pct(self.in_scope_accuracy)),
             ("out-of-scope recall", pct(self.oos_recall)),
             ("out-of-scope precision", pct(self.oos_precision)),
+            *((f"  recall on {k}", pct(v)) for k, v in sorted(self.oos_recall_by_source.items())),
             ("clarification rate", pct(self.clarify_rate)),
             ("accuracy when answered", pct(self.accuracy_when_answered)),
             ("classification p50", f"{self.latency_p50_ms:.2f} ms"),
@@ -101,10 +103,16 @@ def evaluate(
     clarified = np.array([v is Verdict.AMBIGUOUS for v in verdicts])
     correct = np.array([p == t for p, t in zip(intents, y, strict=True)]) & ~refused
     answered = ~is_oos & ~clarified
+    sources = np.array([e.source for e in evaluation])
+    by_source = {
+        str(src): float(refused[is_oos & (sources == src)].mean())
+        for src in sorted(set(sources[is_oos])) if src
+    }  # fmt: skip
     return EvalReport(
         in_scope_accuracy=float(correct[~is_oos].mean()) if (~is_oos).any() else 0.0,
         oos_recall=float(refused[is_oos].mean()) if is_oos.any() else None,
         oos_precision=float(is_oos[refused].mean()) if refused.any() and is_oos.any() else None,
+        oos_recall_by_source=by_source,
         clarify_rate=float(clarified.mean()),
         accuracy_when_answered=float(correct[answered].mean()) if answered.any() else 0.0,
         latency_p50_ms=float(np.percentile(latencies, 50)),

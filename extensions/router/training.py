@@ -31,6 +31,7 @@ HOLDOUT_SHARE = 0.2
 class Example:
     text: str
     label: str
+    source: str = ""  # the file split it came from, for per-source figures
 
 
 @dataclass(frozen=True)
