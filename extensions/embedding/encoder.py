@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import shutil
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from extensions.embedding.settings import Backend, Embedding
+from extensions.embedding.settings import Backend, Embedding, Quantize
 
 Vectors = npt.NDArray[np.float32]
 BUILTIN_PREFIX = "builtin:"
@@ -57,12 +58,13 @@ def model_fingerprint(settings: Embedding) -> str:
         for p in source.rglob("*")
         if p.is_file() and p.suffix in {".safetensors", ".onnx", ".bin"}
     )
-    raw = "|".join([settings.model, settings.backend.value, str(settings.max_seq_length), *stamps])
+    raw = "|".join([settings.model, settings.backend.value, settings.quantize.value,
+                    str(settings.max_seq_length), *stamps])  # fmt: skip
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
 def load_sentence_transformer(settings: Embedding) -> Any:
-    """Load the model from disk only (no hub), exporting ONNX once into ``cache_dir``."""
+    """Load the model from disk only (no hub); ONNX is exported once into ``cache_dir``."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
@@ -71,26 +73,50 @@ def load_sentence_transformer(settings: Embedding) -> Any:
     if settings.backend is Backend.TORCH:
         model = SentenceTransformer(str(source), device="cpu")
     else:
-        model = _load_onnx(source, settings.cache_dir / "onnx" / model_fingerprint(settings))
+        folder = settings.cache_dir / "onnx" / model_fingerprint(settings)
+        file_name = _prepare_onnx(source, folder, settings.quantize)
+        model = SentenceTransformer(str(folder), backend="onnx", device="cpu",
+                                    model_kwargs={"file_name": file_name})  # fmt: skip
     model.max_seq_length = settings.max_seq_length
     return model
 
 
-def _load_onnx(source: Path, export_dir: Path) -> Any:
-    """Use the folder's ONNX file, or export it once into ``export_dir`` and reuse that."""
-    from sentence_transformers import SentenceTransformer
+def int8_config() -> str:
+    """The dynamic-quantisation preset for this CPU (VNNI where it has it)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        flags = ""
+    return "avx512_vnni" if "avx512_vnni" in flags else "avx2"
 
-    if (source / "onnx" / "model.onnx").exists():
-        return SentenceTransformer(str(source), backend="onnx", device="cpu")
-    if not (export_dir / "onnx" / "model.onnx").exists():
-        model = SentenceTransformer(str(source), backend="onnx", device="cpu")
-        export_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = export_dir.with_suffix(f".tmp{os.getpid()}")
-        model.save_pretrained(str(tmp))
-        if not export_dir.exists():
-            tmp.rename(export_dir)
-        return model
-    return SentenceTransformer(str(export_dir), backend="onnx", device="cpu")
+
+def _find_onnx(folder: Path, quantize: Quantize) -> str | None:
+    for path in sorted(folder.glob("onnx/model*.onnx")):
+        if ("int8" in path.name) == (quantize is Quantize.INT8):
+            return str(path.relative_to(folder))
+    return None
+
+
+def _prepare_onnx(source: Path, folder: Path, quantize: Quantize) -> str:
+    """Export ``source`` to ONNX (and quantise) once into ``folder``; the file to load."""
+    from sentence_transformers import SentenceTransformer, export_dynamic_quantized_onnx_model
+
+    found = _find_onnx(folder, quantize)
+    if found:
+        return found
+    tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
+    model = SentenceTransformer(str(source), backend="onnx", device="cpu")
+    model.save_pretrained(str(tmp))
+    if quantize is Quantize.INT8:
+        export_dynamic_quantized_onnx_model(model, int8_config(), str(tmp))
+    if folder.exists():  # another worker finished first, or a stale partial export
+        shutil.rmtree(tmp if _find_onnx(folder, quantize) else folder, ignore_errors=True)
+    if not folder.exists():
+        tmp.rename(folder)
+    found = _find_onnx(folder, quantize)
+    if found is None:
+        raise RuntimeError(f"ONNX export into {folder} produced no model file")
+    return found
 
 
 class BatchingEncoder:
@@ -102,7 +128,7 @@ class BatchingEncoder:
         dim: int,
         fingerprint: str,
         max_batch_size: int = 32,
-        batch_window_ms: float = 1.0,
+        batch_window_ms: float = 0.0,
     ) -> None:
         self._encode_fn = encode_fn
         self._dim = dim

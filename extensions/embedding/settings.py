@@ -15,11 +15,17 @@ class Backend(StrEnum):
     TORCH = "torch"
 
 
+class Quantize(StrEnum):
+    NONE = "none"
+    INT8 = "int8"  # dynamic int8 ONNX (for the CPU's instruction set): ~2x faster
+
+
 class Embedding(StrictModel):
     """The one sentence encoder shared by the router and the semantic cache."""
 
     model: str = "builtin:all-MiniLM-L6-v2"
     backend: Backend = Backend.ONNX
+    quantize: Quantize = Quantize.NONE  # onnx backend only
     max_seq_length: int = Field(64, ge=8, le=512)
     max_batch_size: int = Field(32, ge=1, le=512)
     batch_window_ms: float = Field(0.0, ge=0, le=50)
