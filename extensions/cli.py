@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of --train held out for evaluation when --eval is not given",
     )
     ev.add_argument("--fine-tune", action="store_true", help="fine-tune the encoder first")
+    ev.add_argument("--fine-tune-out", type=Path, help="keep the fine-tuned encoder here")
+    ev.add_argument("--quantize", choices=["none", "int8"], help="override embedding.quantize")
     ev.add_argument("--model", help="encoder (default: gateway.yaml's embedding.model)")
     ev.add_argument("--gateway-config", type=Path, default=DEFAULT_GATEWAY_CONFIG)
     ev.add_argument("--target-false-refusal", type=float, default=None)

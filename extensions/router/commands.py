@@ -9,6 +9,7 @@ from pathlib import Path
 
 from extensions.config.loader import load_gateway_config
 from extensions.embedding.encoder import sentence_encoder
+from extensions.embedding.settings import Quantize
 from extensions.router.datasets import DatasetError, load_examples
 from extensions.router.evaluation import evaluate, write_json
 from extensions.router.finetune import FineTuneSettings, fine_tune
@@ -30,8 +31,10 @@ def eval_router(args: argparse.Namespace) -> int:
     embedding = load_gateway_config(args.gateway_config).embedding
     if args.model:
         embedding = embedding.model_copy(update={"model": args.model})
+    if args.quantize:
+        embedding = embedding.model_copy(update={"quantize": Quantize(args.quantize)})
     if args.fine_tune:
-        out_dir = Path(tempfile.mkdtemp(prefix="gateway-finetune-"))
+        out_dir = args.fine_tune_out or Path(tempfile.mkdtemp(prefix="gateway-finetune-"))
         print(f"fine-tuning {embedding.model} on {len(train)} examples -> {out_dir}")
         fine_tune(embedding.model, train, out_dir, FineTuneSettings(), progress=True,
                   hold_out_calibration=not validation)  # fmt: skip
