@@ -68,10 +68,6 @@ class RouterEngine:
     def handles(self, model: object) -> bool:
         return isinstance(model, str) and model in self._routers
 
-    @property
-    def names(self) -> list[str]:
-        return sorted(self._routers)
-
     def router(self, name: str) -> CompiledRouter:
         return self._routers[name]
 
@@ -79,18 +75,30 @@ class RouterEngine:
         compiled = self._routers[name]
         spec = compiled.spec
         started = time.perf_counter()
-        follow_up = find_follow_up(messages, spec.clarify.question, spec.intents)
         query = text_to_classify(messages, spec.classify)
-        text = f"{follow_up.original_query}\n{follow_up.answer}" if follow_up else query
-        vectors = await self.encoder.encode([text])
-        probs = compiled.head.probabilities(vectors)[0]
-        if follow_up is not None:
-            classification = resolve_follow_up(compiled.head, probs, follow_up.candidates)
-        else:
-            classification = classify_row(compiled.head, probs, compiled.thresholds)
+        if not query.strip():  # nothing to classify (no user text): the default model answers
+            default = Classification(Verdict.IN_SCOPE, None, 0.0, ())
+            return Routed(decide(spec, default, query), query, None, 0.0)
+        follow_up = find_follow_up(messages, spec.clarify.question, spec.intents)
+        if follow_up is None:
+            text = query
+            vectors = await self.encoder.encode([text])
+            probs = compiled.head.probabilities(vectors)
+            classification = classify_row(compiled.head, probs[0], compiled.thresholds)
             llm = self._llm.get(name)
             if llm is not None and llm.wanted(classification):
                 classification = await llm.classify(text, classification) or classification
+        else:  # the whole exchange, and the answer alone in case it is a new question
+            text = f"{follow_up.original_query}\n{follow_up.answer}"
+            vectors = await self.encoder.encode([text, follow_up.answer])
+            probs = compiled.head.probabilities(vectors)
+            alone = classify_row(compiled.head, probs[1], compiled.thresholds)
+            if alone.verdict is Verdict.OUT_OF_SCOPE or (
+                alone.verdict is Verdict.IN_SCOPE and alone.intent not in follow_up.candidates
+            ):
+                text, classification = follow_up.answer, alone
+            else:
+                classification = resolve_follow_up(compiled.head, probs[0], follow_up.candidates)
         elapsed_ms = (time.perf_counter() - started) * 1000
         return Routed(decide(spec, classification, text), query, vectors[0], elapsed_ms)
 

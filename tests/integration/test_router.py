@@ -162,6 +162,19 @@ async def test_clarify_round_trip_resolves_on_second_turn(
     assert headers["x-gateway-action"] == "ROUTE"
 
 
+async def test_new_question_after_clarify_is_classified_afresh(
+    router_gateway: Proxy, clean_sim: SimProvider
+) -> None:
+    messages = user("freeze")
+    question, _, _ = await ask(router_gateway, messages)
+    messages += [{"role": "assistant", "content": question}, *user("I forgot my password")]
+    _, headers, _ = await ask(router_gateway, messages)
+    assert headers["x-gateway-intent"] == "reset_password"
+    messages[-1] = {"role": "user", "content": "never mind, what's the weather in rome"}
+    _, headers, _ = await ask(router_gateway, messages)
+    assert headers["x-gateway-action"] == "REFUSE"
+
+
 async def test_default_route_for_unclaimed_on_topic_query(
     router_gateway: Proxy, clean_sim: SimProvider
 ) -> None:

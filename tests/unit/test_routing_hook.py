@@ -102,3 +102,11 @@ async def test_refusal_for_out_of_scope() -> None:
     data = await hook.apply(request("weather?"), None)
     assert data["metadata"][META_KEY]["action"] == "REFUSE"
     assert data["mock_response"].choices[0].message.content in {"no", "nope"}
+
+
+async def test_no_user_text_goes_to_the_default_model() -> None:
+    hook = RoutingHook(engine_for(OOS_LABEL), HandoffDispatcher({}))
+    data = await hook.apply({"model": "bot", "messages": [{"role": "system", "content": "hi"}]},
+                            None)  # fmt: skip
+    assert data["model"] == "gpt-sim"
+    assert data["metadata"][META_KEY]["action"] == "ROUTE"
