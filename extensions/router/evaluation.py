@@ -26,6 +26,7 @@ class EvalReport:
     oos_recall_by_source: dict[str, float]
     clarify_rate: float
     accuracy_when_answered: float
+    top1_accuracy: float  # in-scope queries whose top intent is right, refused or not
     latency_p50_ms: float
     latency_p99_ms: float
     n_train: int
@@ -48,6 +49,7 @@ class EvalReport:
             *((f"  recall on {k}", pct(v)) for k, v in sorted(self.oos_recall_by_source.items())),
             ("clarification rate", pct(self.clarify_rate)),
             ("accuracy when answered", pct(self.accuracy_when_answered)),
+            ("top-1 accuracy, no refusal", pct(self.top1_accuracy)),
             ("classification p50", f"{self.latency_p50_ms:.2f} ms"),
             ("classification p99", f"{self.latency_p99_ms:.2f} ms"),
             ("intents / train / eval", f"{self.n_intents} / {self.n_train} / "
@@ -101,7 +103,8 @@ def evaluate(
     is_oos = y == OOS_LABEL
     refused = np.array([v is Verdict.OUT_OF_SCOPE for v in verdicts])
     clarified = np.array([v is Verdict.AMBIGUOUS for v in verdicts])
-    correct = np.array([p == t for p, t in zip(intents, y, strict=True)]) & ~refused
+    top1 = np.array([p == t for p, t in zip(intents, y, strict=True)])
+    correct = top1 & ~refused
     answered = ~is_oos & ~clarified
     sources = np.array([e.source for e in evaluation])
     by_source = {
@@ -115,6 +118,7 @@ def evaluate(
         oos_recall_by_source=by_source,
         clarify_rate=float(clarified.mean()),
         accuracy_when_answered=float(correct[answered].mean()) if answered.any() else 0.0,
+        top1_accuracy=float(top1[~is_oos].mean()) if (~is_oos).any() else 0.0,
         latency_p50_ms=float(np.percentile(latencies, 50)),
         latency_p99_ms=float(np.percentile(latencies, 99)),
         n_train=len(train),

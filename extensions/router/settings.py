@@ -108,7 +108,7 @@ class Thresholds(StrictModel):
 
     out_of_scope: float | Literal["auto"] = "auto"
     clarify_margin: float | Literal["auto"] = "auto"
-    target_false_refusal: float = Field(0.03, ge=0.0, le=0.5)
+    target_false_refusal: float = Field(0.01, ge=0.0, le=0.5)
     target_clarify_rate: float = Field(0.03, ge=0.0, le=0.5)
 
     @field_validator("out_of_scope", "clarify_margin")
