@@ -22,7 +22,7 @@ from extensions.router.classifier import (
     classify_row,
 )
 from extensions.router.conversation import find_follow_up, text_to_classify
-from extensions.router.decide import Decision, decide
+from extensions.router.decide import DEFAULT_INTENT, Decision, decide
 from extensions.router.llm_classifier import LlmIntentClassifier
 from extensions.router.settings import Router
 from extensions.router.training import cached_classifier, router_examples
@@ -52,6 +52,27 @@ def resolve_follow_up(head: Head, probs: Vectors, candidates: Sequence[str]) -> 
     order = np.argsort(-sub)
     ranked = tuple((head.labels[idx[i]], float(sub[i]) / total) for i in order)
     return Classification(Verdict.IN_SCOPE, ranked[0][0], ranked[0][1], ranked)
+
+
+NEW_SUBJECT_CONFIDENCE = 0.5
+
+
+def changed_subject(
+    alone: Classification, whole: Classification, candidates: Sequence[str]
+) -> bool:
+    """Is the answer to our clarifying question really a new question?
+
+    Yes when it confidently names another intent on its own ("I forgot my password"),
+    or when both it and the whole exchange are out of scope ("never mind, the
+    weather?"). A bare "my account" is an answer, not a new question.
+    """
+    if alone.verdict is Verdict.OUT_OF_SCOPE:
+        return whole.verdict is Verdict.OUT_OF_SCOPE
+    return (
+        alone.intent not in candidates
+        and alone.intent != DEFAULT_INTENT
+        and alone.confidence >= NEW_SUBJECT_CONFIDENCE
+    )
 
 
 class RouterEngine:
@@ -93,9 +114,8 @@ class RouterEngine:
             vectors = await self.encoder.encode([text, follow_up.answer])
             probs = compiled.head.probabilities(vectors)
             alone = classify_row(compiled.head, probs[1], compiled.thresholds)
-            if alone.verdict is Verdict.OUT_OF_SCOPE or (
-                alone.verdict is Verdict.IN_SCOPE and alone.intent not in follow_up.candidates
-            ):
+            whole = classify_row(compiled.head, probs[0], compiled.thresholds)
+            if changed_subject(alone, whole, follow_up.candidates):
                 text, classification = follow_up.answer, alone
             else:
                 classification = resolve_follow_up(compiled.head, probs[0], follow_up.candidates)

@@ -14,6 +14,7 @@ import pytest
 from extensions.embedding.encoder import BatchingEncoder
 from extensions.router.classifier import (
     OOS_LABEL,
+    Classification,
     Head,
     Thresholds,
     Verdict,
@@ -264,3 +265,20 @@ def test_datasets_csv_and_json(tmp_path: Path) -> None:
     bad.write_text("sentence,y\na,b\n")
     with pytest.raises(DatasetError, match="needs a header"):
         load_examples(str(bad))
+
+
+def test_changed_subject_after_clarify() -> None:
+    from extensions.router.engine import changed_subject
+
+    def c(verdict: Verdict, intent: str | None, conf: float) -> Classification:
+        return Classification(verdict, intent, conf, ())
+
+    cands = ("freeze", "tech")
+    answer = c(Verdict.IN_SCOPE, "default", 0.8)
+    assert not changed_subject(answer, c(Verdict.IN_SCOPE, "freeze", 0.6), cands)
+    assert changed_subject(c(Verdict.IN_SCOPE, "reset", 0.9), answer, cands)
+    assert not changed_subject(c(Verdict.IN_SCOPE, "reset", 0.3), answer, cands)
+    assert not changed_subject(c(Verdict.IN_SCOPE, "tech", 0.9), answer, cands)
+    oos = c(Verdict.OUT_OF_SCOPE, None, 0.1)
+    assert changed_subject(oos, oos, cands)
+    assert not changed_subject(oos, c(Verdict.IN_SCOPE, "freeze", 0.7), cands)
