@@ -8,6 +8,7 @@ made for ``rate`` 0 or 1). The first rule that fires wins.
 
 from __future__ import annotations
 
+import math
 import random
 import zlib
 from collections.abc import Mapping, Sequence
@@ -77,7 +78,8 @@ class FaultBook:
         return None
 
 
-def _float_header(headers: Mapping[str, str], name: str, low: float, high: float) -> float | None:
+def header_number(headers: Mapping[str, str], name: str, low: float, high: float) -> float | None:
+    """A numeric request header within [low, high], or None when absent."""
     raw = headers.get(name)
     if raw is None:
         return None
@@ -85,7 +87,7 @@ def _float_header(headers: Mapping[str, str], name: str, low: float, high: float
         value = float(raw)
     except ValueError:
         raise FaultHeaderError(f"header {name} must be a number, got {raw!r}") from None
-    if not low <= value <= high:
+    if math.isnan(value) or not low <= value <= high:
         raise FaultHeaderError(f"header {name} must be between {low} and {high}, got {raw!r}")
     return value
 
@@ -105,13 +107,13 @@ def fault_from_headers(headers: Mapping[str, str]) -> FaultRule | None:
             f"header {FAULT_HEADER} must be one of {allowed}, got {raw!r}"
         ) from None
     fields: dict[str, object] = {"kind": kind}
-    retry_after = _float_header(headers, RETRY_AFTER_HEADER, 0.0, 3600.0)
+    retry_after = header_number(headers, RETRY_AFTER_HEADER, 0.0, 3600.0)
     if retry_after is not None:
         fields["retry_after_s"] = retry_after
-    hang = _float_header(headers, HANG_HEADER, 0.0, 86400.0)
+    hang = header_number(headers, HANG_HEADER, 0.0, 86400.0)
     if hang is not None:
         fields["hang_s"] = hang
-    after = _float_header(headers, AFTER_CHUNKS_HEADER, 0.0, 100000.0)
+    after = header_number(headers, AFTER_CHUNKS_HEADER, 0.0, 100000.0)
     if after is not None:
         fields["after_chunks"] = int(after)
     return FaultRule.model_validate(fields)

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from .faults import FaultBook, FaultHeaderError, error_status, fault_from_headers
+from .faults import FaultBook, error_status, fault_from_headers, header_number
 from .prompt_cache import PromptCache
 from .settings import FaultKind, FaultRule, ModelBehaviour, SimSettings, WireFormat
 
@@ -206,8 +206,8 @@ class SimState:
             fault = self.faults.decide(model, behaviour.faults)
         if fault is not None:
             self.stats.count_fault(fault.kind)
-        ttft_ms = _header_number(headers, TTFT_HEADER, 0.0, 600_000.0)
-        tps = _header_number(headers, TPS_HEADER, 0.001, 1_000_000.0)
+        ttft_ms = header_number(headers, TTFT_HEADER, 0.0, 600_000.0)
+        tps = header_number(headers, TPS_HEADER, 0.001, 1_000_000.0)
         return Plan(
             model=model,
             behaviour=behaviour,
@@ -215,21 +215,6 @@ class SimState:
             ttft_s=(behaviour.ttft_ms if ttft_ms is None else ttft_ms) / 1000.0,
             tokens_per_second=behaviour.tokens_per_second if tps is None else tps,
         )
-
-
-def _header_number(
-    headers: Headers | Mapping[str, str], name: str, low: float, high: float
-) -> float | None:
-    raw = headers.get(name)
-    if raw is None:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        raise FaultHeaderError(f"header {name} must be a number, got {raw!r}") from None
-    if not (low <= value <= high) or math.isnan(value):
-        raise FaultHeaderError(f"header {name} must be between {low} and {high}, got {raw!r}")
-    return value
 
 
 def wire_allowed(behaviour: ModelBehaviour, wire: WireFormat) -> bool:

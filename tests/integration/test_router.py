@@ -12,10 +12,9 @@ from typing import Any
 import openai
 import pytest
 import redis
-import yaml
 
 from tests.support.redis_server import RedisServer
-from tests.support.stack import GATEWAY_YAML, Proxy, SimProvider
+from tests.support.stack import Proxy, SimProvider, derive_gateway_config
 
 pytestmark = pytest.mark.integration
 ROUTER = "support-bot"
@@ -30,17 +29,16 @@ def router_gateway(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Proxy]:
     """The shipped gateway.yaml, with billing handoffs going to a Redis stream."""
-    data = yaml.safe_load(GATEWAY_YAML.read_text())
-    data["handoff_sinks"]["operators-stream"] = {
-        "type": "redis_stream", "url": redis_server.url, "stream": STREAM,
-    }  # fmt: skip
-    for intent in data["routers"][ROUTER]["intents"]:
-        if intent["name"] == "billing_error":
-            intent["handoff"]["sink"] = "operators-stream"
-    path = tmp_path_factory.mktemp("router") / "gateway.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    # examples_file paths are relative to the gateway.yaml's folder
-    (path.parent / "examples").symlink_to(GATEWAY_YAML.parent / "examples")
+
+    def edit(data: dict[str, Any]) -> None:
+        data["handoff_sinks"]["operators-stream"] = {
+            "type": "redis_stream", "url": redis_server.url, "stream": STREAM,
+        }  # fmt: skip
+        for intent in data["routers"][ROUTER]["intents"]:
+            if intent["name"] == "billing_error":
+                intent["handoff"]["sink"] = "operators-stream"
+
+    path = derive_gateway_config(tmp_path_factory.mktemp("router"), edit)
     proxy = Proxy(log_dir, sim, gateway_config=path, name="router-proxy").start()
     yield proxy
     proxy.stop()

@@ -8,11 +8,11 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-import yaml
 
-from tests.support.stack import GATEWAY_YAML, Proxy, SimProvider
+from tests.support.stack import Proxy, SimProvider, derive_gateway_config
 
 pytestmark = pytest.mark.integration
 
@@ -21,13 +21,12 @@ pytestmark = pytest.mark.integration
 def llm_gateway(
     log_dir: Path, sim: SimProvider, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Proxy]:
-    data = yaml.safe_load(GATEWAY_YAML.read_text())
-    data["routers"]["support-bot"]["llm_classifier"] = {
-        "enabled": True, "model": "gpt-sim-mini", "below_confidence": 1.0, "timeout_ms": 400,
-    }  # fmt: skip
-    path = tmp_path_factory.mktemp("llm") / "gateway.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    (path.parent / "examples").symlink_to(GATEWAY_YAML.parent / "examples")
+    def edit(data: dict[str, Any]) -> None:
+        data["routers"]["support-bot"]["llm_classifier"] = {
+            "enabled": True, "model": "gpt-sim-mini", "below_confidence": 1.0, "timeout_ms": 400,
+        }  # fmt: skip
+
+    path = derive_gateway_config(tmp_path_factory.mktemp("llm"), edit)
     proxy = Proxy(log_dir, sim, gateway_config=path, name="llm-proxy").start()
     yield proxy
     proxy.stop()

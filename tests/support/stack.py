@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +77,18 @@ def derive_litellm_config(
     data.setdefault("router_settings", {}).update(router_overrides or {})
     dest.write_text(yaml.safe_dump(data, sort_keys=False))
     return dest
+
+
+def derive_gateway_config(
+    dest_dir: Path, edit: Callable[[dict[str, Any]], None], source: Path = GATEWAY_YAML
+) -> Path:
+    """The shipped gateway.yaml with ``edit`` applied, next to its examples folder."""
+    data = yaml.safe_load(source.read_text())
+    edit(data)
+    path = dest_dir / "gateway.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    (dest_dir / "examples").symlink_to(source.parent / "examples")  # paths are relative
+    return path
 
 
 class Proxy:
