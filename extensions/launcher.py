@@ -138,8 +138,8 @@ def run_demo(launch: ProxyLaunch, sim_config: Path, sim_port: int) -> int:
     started = time.monotonic()
     check_configs(launch)
     env = dict(os.environ)
-    env.setdefault("LITELLM_MASTER_KEY", DEMO_MASTER_KEY)
-    env.setdefault("SIM_API_KEY", DEMO_SIM_KEY)
+    env["LITELLM_MASTER_KEY"] = env.get("LITELLM_MASTER_KEY") or DEMO_MASTER_KEY
+    env["SIM_API_KEY"] = env.get("SIM_API_KEY") or DEMO_SIM_KEY
     sim_url = f"http://127.0.0.1:{sim_port}"
     launch = ProxyLaunch(**{**launch.__dict__, "sim_url": sim_url})
     # SIGTERM (docker stop, a supervisor) ends the demo like Ctrl-C: children stopped too
