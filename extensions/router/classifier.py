@@ -59,6 +59,7 @@ def train_head(x: Matrix, labels: list[str], c: float = 20.0, seed: int = 0) -> 
 class Thresholds:
     min_confidence: float  # below: out of scope
     clarify_margin: float  # top1 - top2 below (among in-scope intents): ambiguous
+    oos_ratio: float = 1.0  # the oos class refuses when p(oos) >= oos_ratio * p(top intent)
 
 
 @dataclass(frozen=True)
@@ -73,9 +74,10 @@ def classify_row(head: Head, probs: Matrix, thresholds: Thresholds, top: int = 3
     """Decide for one row of probabilities."""
     order = np.argsort(-probs)
     ranked = [(head.labels[i], float(probs[i])) for i in order if head.labels[i] != OOS_LABEL]
-    best_label = head.labels[int(order[0])]
     top1 = ranked[0] if ranked else (None, 0.0)
-    if best_label == OOS_LABEL or top1[1] < thresholds.min_confidence:
+    p_oos = float(probs[head.labels.index(OOS_LABEL)]) if OOS_LABEL in head.labels else 0.0
+    oos_wins = OOS_LABEL in head.labels and p_oos >= thresholds.oos_ratio * top1[1]
+    if oos_wins or top1[1] < thresholds.min_confidence:
         return Classification(Verdict.OUT_OF_SCOPE, top1[0], top1[1], tuple(ranked[:top]))
     if len(ranked) > 1 and top1[1] - ranked[1][1] < thresholds.clarify_margin:
         return Classification(Verdict.AMBIGUOUS, top1[0], top1[1], tuple(ranked[:top]))
@@ -99,43 +101,49 @@ def fit_thresholds(
     target_false_refusal: float,
     target_clarify_rate: float,
 ) -> Thresholds:
-    """Fit both thresholds on held-out rows (``labels`` may contain ``oos``).
+    """Fit the thresholds on held-out rows (``labels`` may contain ``oos``).
 
-    * ``min_confidence``: with out-of-scope examples, the value that maximises
-      in-scope accuracy + out-of-scope recall subject to refusing at most
-      ``target_false_refusal`` of the in-scope rows; without them, the quantile
-      that refuses exactly that share of the in-scope rows.
+    * Without out-of-scope rows: ``min_confidence`` is the quantile that refuses
+      ``target_false_refusal`` of the in-scope rows.
+    * With them: ``min_confidence`` and ``oos_ratio`` (how much likelier than the
+      best intent the ``oos`` class must be) maximise in-scope accuracy +
+      out-of-scope recall while refusing at most ``target_false_refusal`` of the
+      in-scope rows, counting refusals by either rule.
     * ``clarify_margin``: the largest margin that asks on at most
-      ``target_clarify_rate`` of the in-scope rows.
+      ``target_clarify_rate`` of the answered in-scope rows.
     """
     y = np.array(labels)
     in_scope = y != OOS_LABEL
-    best_idx, top1, top2 = _in_scope_top(head, probs)
-    oos_col = head.labels.index(OOS_LABEL) if OOS_LABEL in head.labels else None
-    oos_wins = (
-        np.argmax(probs, axis=1) == oos_col if oos_col is not None else np.zeros(len(y), bool)
-    )
-    predicted = np.array(head.labels)[best_idx]
     if not in_scope.any():
         raise ValueError("threshold fitting needs in-scope examples")
-    cap = (
+    best_idx, top1, top2 = _in_scope_top(head, probs)
+    correct = np.array(head.labels)[best_idx] == y
+    p_oos = probs[:, head.labels.index(OOS_LABEL)] if OOS_LABEL in head.labels else None
+    min_conf = (
         float(np.quantile(top1[in_scope], target_false_refusal, method="lower"))
         if target_false_refusal
         else 0.0
     )
-    min_conf = cap
+    ratio = 1.0
     if (~in_scope).any():
-        best_score = -1.0
-        for t in np.unique(np.concatenate([[0.0], top1])):
-            if t > cap:
-                break
-            refused = oos_wins | (top1 < t)
-            acc = float(np.mean((predicted == y)[in_scope] & ~refused[in_scope]))
-            recall = float(np.mean(refused[~in_scope]))
-            if acc + recall > best_score:
-                best_score, min_conf = acc + recall, float(t)
+        allowed = target_false_refusal * in_scope.sum() + 1e-9
+        candidates = np.unique(np.quantile(top1, np.linspace(0.0, 1.0, 201)))
+        best = (-1.0, 0.0, float("inf"))
+        for r in (1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 34.0, float("inf")):
+            oos_wins = p_oos >= r * top1 if p_oos is not None else np.zeros(len(y), bool)
+            for t in np.concatenate([[0.0], candidates]):
+                refused = oos_wins | (top1 < t)
+                if refused[in_scope].sum() > allowed:
+                    continue
+                score = float(np.mean(correct[in_scope] & ~refused[in_scope])) + float(
+                    np.mean(refused[~in_scope])
+                )
+                if score > best[0]:
+                    best = (score, float(t), r)
+        _, min_conf, ratio = best
+    oos_wins = p_oos >= ratio * top1 if p_oos is not None else np.zeros(len(y), bool)
     margins = (top1 - top2)[in_scope & ~oos_wins & (top1 >= min_conf)]
     clarify = (
         float(np.quantile(margins, target_clarify_rate, method="lower")) if len(margins) else 0.0
     )
-    return Thresholds(min_confidence=min_conf, clarify_margin=max(0.0, clarify))
+    return Thresholds(min_confidence=min_conf, clarify_margin=max(0.0, clarify), oos_ratio=ratio)

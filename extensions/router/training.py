@@ -25,6 +25,7 @@ from extensions.router.settings import Thresholds as ThresholdSettings
 
 EncodeSync = Callable[[list[str]], Matrix]
 HOLDOUT_SHARE = 0.2
+CACHE_FORMAT = 2  # bump when what is cached changes
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,8 @@ def cache_key(
     c: float,
 ) -> str:
     payload = json.dumps({
-        "encoder": fingerprint, "c": c, "thresholds": settings.model_dump(mode="json"),
+        "format": CACHE_FORMAT, "encoder": fingerprint, "c": c,
+        "thresholds": settings.model_dump(mode="json"),
         "train": [(e.text, e.label) for e in examples],
         "val": [(e.text, e.label) for e in validation],
     })  # fmt: skip
@@ -99,7 +101,8 @@ def _save(path: Path, trained: TrainedClassifier) -> None:
     np.savez(tmp, weights=trained.head.weights, bias=trained.head.bias,
              labels=np.array(trained.head.labels),
              thresholds=np.array([trained.thresholds.min_confidence,
-                                  trained.thresholds.clarify_margin]))  # fmt: skip
+                                  trained.thresholds.clarify_margin,
+                                  trained.thresholds.oos_ratio]))  # fmt: skip
     tmp.replace(path)
 
 
@@ -112,8 +115,8 @@ def _load(path: Path) -> TrainedClassifier | None:
                 data["bias"].astype(np.float32),
             )
             t = data["thresholds"]
-            return TrainedClassifier(head, Thresholds(float(t[0]), float(t[1])))
-    except (OSError, KeyError, ValueError):
+            return TrainedClassifier(head, Thresholds(float(t[0]), float(t[1]), float(t[2])))
+    except (OSError, KeyError, ValueError, IndexError):  # unreadable or older format: retrain
         return None
 
 
@@ -150,6 +153,7 @@ def train_classifier(
         else float(settings.out_of_scope),
         clarify_margin=fitted.clarify_margin if settings.clarify_margin == "auto"
         else float(settings.clarify_margin),
+        oos_ratio=fitted.oos_ratio if settings.out_of_scope == "auto" else 1.0,
     )  # fmt: skip
     return TrainedClassifier(head, thresholds)
 

@@ -282,3 +282,17 @@ def test_changed_subject_after_clarify() -> None:
     oos = c(Verdict.OUT_OF_SCOPE, None, 0.1)
     assert changed_subject(oos, oos, cands)
     assert not changed_subject(oos, c(Verdict.IN_SCOPE, "freeze", 0.7), cands)
+
+
+def test_fit_thresholds_limits_refusals_by_the_oos_class_too() -> None:
+    head = head_for(("a", "b", OOS_LABEL))
+    # in-scope rows where the oos class narrowly beats the right intent (hard, on-topic)
+    in_scope = [probs(0.45, 0.05, 0.50)] * 20 + [probs(0.9, 0.05, 0.05)] * 180
+    oos = [probs(0.1, 0.05, 0.85)] * 50
+    rows = np.stack(in_scope + oos)
+    labels = ["a"] * 200 + [OOS_LABEL] * 50
+    t = fit_thresholds(head, rows, labels, target_false_refusal=0.05, target_clarify_rate=0.0)
+    assert t.oos_ratio > 1.0  # the oos class must now be clearly likelier than the intent
+    verdicts = [classify_row(head, r, t).verdict for r in rows]
+    assert sum(v is Verdict.OUT_OF_SCOPE for v in verdicts[:200]) <= 10
+    assert all(v is Verdict.OUT_OF_SCOPE for v in verdicts[200:])
