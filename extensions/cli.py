@@ -103,6 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--epochs", type=float, default=3.0)
     ft.add_argument("--gateway-config", type=Path, default=DEFAULT_GATEWAY_CONFIG)
 
+    cal = sub.add_parser("calibrate-cache", help="measure the semantic cache on labelled pairs")
+    cal.add_argument("--pairs", type=Path, required=True, help="TSV/CSV: text_a, text_b, label")
+    cal.add_argument("--target-precision", type=float, help="sweep thresholds, recommend one")
+    cal.add_argument("--threshold", type=float, help="evaluate this threshold only "
+                     "(default: cache.semantic.threshold of gateway.yaml)")  # fmt: skip
+    cal.add_argument("--json", type=Path, help="write the report here")
+    cal.add_argument("--limit", type=int, help="only the first N pairs")
+    cal.add_argument("--model", help="encoder (default: gateway.yaml's embedding.model)")
+    cal.add_argument("--gateway-config", type=Path, default=DEFAULT_GATEWAY_CONFIG)
+
     check = sub.add_parser("check-config", help="validate config/gateway.yaml and exit")
     check.add_argument("--gateway-config", type=Path, default=DEFAULT_GATEWAY_CONFIG)
     check.add_argument("--config", type=Path, default=DEFAULT_LITELLM_CONFIG)
@@ -122,6 +132,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from extensions.router.commands import eval_router
 
             return eval_router(args)
+        if args.command == "calibrate-cache":
+            from extensions.cache.commands import calibrate_cache
+
+            return calibrate_cache(args)
         if args.command == "finetune-router":
             from extensions.router.commands import finetune_router
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Set
+import os
+from collections.abc import Mapping, Set
 from pathlib import Path
 from typing import TypeVar
 
@@ -55,9 +56,47 @@ def litellm_model_groups(path: Path | str) -> set[str]:
     return {str(e["model_name"]) for e in entries if isinstance(e, dict) and "model_name" in e}
 
 
-def load_gateway_config(path: Path | str, model_groups: Set[str] | None = None) -> GatewayConfig:
-    """Load and validate ``config/gateway.yaml``; with ``model_groups``, check references too."""
-    config = load_model(path, GatewayConfig)
+ENV_PREFIX = "os.environ/"
+
+
+def substitute_env(
+    value: object, environ: Mapping[str, str], where: str, problems: list[str]
+) -> object:
+    """Replace every string ``os.environ/NAME`` (LiteLLM's convention) by the variable."""
+    if isinstance(value, dict):
+        return {k: substitute_env(v, environ, f"{where}.{k}" if where else str(k), problems)
+                for k, v in value.items()}  # fmt: skip
+    if isinstance(value, list):
+        return [substitute_env(v, environ, f"{where}[{i}]", problems) for i, v in enumerate(value)]
+    if isinstance(value, str) and value.startswith(ENV_PREFIX):
+        name = value[len(ENV_PREFIX) :]
+        if not environ.get(name):
+            problems.append(f"{where}: environment variable {name} is not set")
+            return None
+        return environ[name]
+    return value
+
+
+def load_gateway_config(
+    path: Path | str,
+    model_groups: Set[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> GatewayConfig:
+    """Load and validate ``config/gateway.yaml``; with ``model_groups``, check references too.
+
+    Values written ``os.environ/NAME`` are taken from ``environ`` (the process environment
+    by default), so secrets such as a Redis password stay out of the file.
+    """
+    p = Path(path)
+    problems: list[str] = []
+    data = substitute_env(read_yaml_mapping(p), os.environ if environ is None else environ, "",
+                          problems)  # fmt: skip
+    if problems:
+        raise ConfigError(p, problems)
+    try:
+        config = GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        raise from_validation_error(p, exc) from exc
     if model_groups is not None:
         problems = reference_problems(config, model_groups)
         if problems:

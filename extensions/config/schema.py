@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from extensions.backends.settings import RedisSettings
+from extensions.cache.settings import CacheSettings, Tier
 from extensions.config.base import StrictModel
 from extensions.embedding.settings import Embedding
 from extensions.router.settings import HandoffSink, Router
@@ -27,5 +29,16 @@ class GatewayConfig(StrictModel):
     version: Literal[1] = 1
     response_headers: ResponseHeadersSettings = ResponseHeadersSettings()
     embedding: Embedding = Embedding()
+    redis: RedisSettings = RedisSettings()
+    cache: CacheSettings = CacheSettings()
     handoff_sinks: dict[str, HandoffSink] = {}
     routers: dict[str, Router] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _shared_tier_needs_redis(self) -> GatewayConfig:
+        if self.cache.enabled and self.cache.tier is Tier.SHARED and not self.redis.url:
+            raise ValueError(
+                "cache.tier is 'shared' but redis.url is not set (set redis.url, "
+                "or use tier 'memory')"
+            )
+        return self

@@ -8,21 +8,19 @@ from extensions.access.keys import KeyVerifier
 from extensions.config.errors import ConfigError
 from extensions.config.loader import litellm_model_groups, load_gateway_config
 from extensions.config.schema import GatewayConfig
+from extensions.embedding.encoder import BatchingEncoder
 from extensions.hooks.auth import GatewayAuth
+from extensions.hooks.caching import CachingHook
 from extensions.hooks.gateway_callback import GatewayCallback
 from extensions.hooks.routing import RoutingHook
 
 
-def build_routing(config: GatewayConfig, base_dir: Path) -> RoutingHook | None:
-    """Load the shared encoder and train (or load cached) classifiers; None without routers."""
-    if not config.routers:
-        return None
-    from extensions.embedding.encoder import sentence_encoder
+def build_routing(config: GatewayConfig, base_dir: Path, encoder: BatchingEncoder) -> RoutingHook:
+    """Train (or load cached) classifiers for every router."""
     from extensions.router.engine import RouterEngine, compile_routers
     from extensions.router.handoff import HandoffDispatcher, build_sink
     from extensions.router.llm_classifier import LlmIntentClassifier, router_completion
 
-    encoder = sentence_encoder(config.embedding)
     routers = compile_routers(config.routers, encoder, base_dir, config.embedding.cache_dir)
     sinks = {name: build_sink(s) for name, s in config.handoff_sinks.items()}
     llm = {
@@ -33,6 +31,37 @@ def build_routing(config: GatewayConfig, base_dir: Path) -> RoutingHook | None:
     return RoutingHook(RouterEngine(routers, encoder, llm), HandoffDispatcher(sinks))
 
 
+def build_caching(config: GatewayConfig, encoder: BatchingEncoder | None) -> CachingHook:
+    """The response cache on the configured tier (memory, or memory in front of Redis)."""
+    from extensions.backends.redis import RedisLink
+    from extensions.cache.policy import NOT_CACHEABLE, CacheabilityClassifier
+    from extensions.cache.service import ResponseCache
+    from extensions.cache.settings import Tier
+    from extensions.cache.store import MemoryStore, RedisStore, Store, TieredStore
+    from extensions.cache.vectors import MemoryVectorIndex, RedisVectorIndex, VectorIndex
+    from extensions.router.classifier import train_head
+
+    settings = config.cache
+    memory = MemoryStore(settings.memory.max_entries, settings.memory.eviction)
+    store: Store = memory
+    index: VectorIndex | None = None
+    if settings.tier is Tier.SHARED:
+        link = RedisLink(config.redis)
+        store = TieredStore(memory, RedisStore(link))
+        if settings.semantic.enabled:
+            index = RedisVectorIndex(link, settings.memory.max_entries * 10)
+    elif settings.semantic.enabled and encoder is not None:
+        index = MemoryVectorIndex(encoder.dim, settings.memory.max_entries)
+    classifier = None
+    rules = settings.cacheability
+    if rules.enabled and encoder is not None:
+        texts = [*rules.cacheable, *rules.not_cacheable]
+        labels = ["cacheable"] * len(rules.cacheable) + [NOT_CACHEABLE] * len(rules.not_cacheable)
+        head = train_head(encoder.encode_sync(texts), labels)
+        classifier = CacheabilityClassifier(head, rules.not_cacheable_above)
+    return CachingHook(ResponseCache(settings, store, index), encoder, config.routers, classifier)
+
+
 def build_gateway(
     gateway_yaml: Path, litellm_yaml: Path, master_key: str
 ) -> tuple[GatewayCallback, GatewayAuth]:
@@ -40,5 +69,18 @@ def build_gateway(
     config = load_gateway_config(gateway_yaml, litellm_model_groups(litellm_yaml))
     if not master_key:
         raise ConfigError("environment", ["LITELLM_MASTER_KEY must be set (the operators' key)"])
-    callback = GatewayCallback(config, build_routing(config, gateway_yaml.parent))
+    needs_encoder = bool(config.routers) or (
+        config.cache.enabled
+        and (config.cache.semantic.enabled or config.cache.cacheability.enabled)
+    )
+    encoder = None
+    if needs_encoder:
+        from extensions.embedding.encoder import sentence_encoder
+
+        encoder = sentence_encoder(config.embedding)
+    routing = (
+        build_routing(config, gateway_yaml.parent, encoder) if config.routers and encoder else None
+    )
+    caching = build_caching(config, encoder) if config.cache.enabled else None
+    callback = GatewayCallback(config, routing, caching)
     return callback, GatewayAuth(KeyVerifier.from_master_key(master_key))

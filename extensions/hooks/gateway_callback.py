@@ -3,17 +3,32 @@
 LiteLLM only runs ``async_pre_call_hook``, ``async_post_call_response_headers_hook``
 and ``async_post_call_streaming_iterator_hook`` when they are defined on the
 registered instance's own class (not inherited), so each hook is defined here.
+
+Order of a chat request: validate, exact cache, route (one embedding), semantic
+cache, then the model. Cache hits and the router's own answers become
+``mock_response``: LiteLLM returns them without calling a provider.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from litellm.integrations.custom_logger import CustomLogger
 from litellm.proxy._types import ProxyException
 
+from extensions.cache.service import Entry, Outcome
 from extensions.config.schema import GatewayConfig
-from extensions.hooks.headers import CallInfo, deployment_headers, routing_headers
+from extensions.hooks.caching import (
+    CACHE_META,
+    CachingHook,
+    Pending,
+    Ticket,
+    rechunk,
+    served_response,
+)
+from extensions.hooks.headers import CallInfo, cache_headers, deployment_headers, routing_headers
 from extensions.hooks.routing import META_KEY, RoutingHook
 from extensions.protocol.validation import (
     RequestProblem,
@@ -21,12 +36,14 @@ from extensions.protocol.validation import (
     check_embedding_request,
 )
 
+logger = logging.getLogger("gateway.cache")
 _CHECKS = {
     "acompletion": check_chat_request,
     "completion": check_chat_request,
     "aembedding": check_embedding_request,
     "embeddings": check_embedding_request,
 }
+SERVED = (Outcome.HIT_EXACT.value, Outcome.HIT_SEMANTIC.value)
 
 
 def _bad_request(problem: RequestProblem) -> ProxyException:
@@ -35,13 +52,30 @@ def _bad_request(problem: RequestProblem) -> ProxyException:
     )
 
 
+def _request_headers(data: Mapping[str, Any]) -> dict[str, str]:
+    raw = (data.get("proxy_server_request") or {}).get("headers") or {}
+    return {str(k).lower(): str(v) for k, v in raw.items()} if isinstance(raw, Mapping) else {}
+
+
+def _gateway_meta(data: Mapping[str, Any]) -> dict[str, Any]:
+    metadata = data.get("metadata") or {}
+    record = metadata.get(META_KEY) if isinstance(metadata, Mapping) else None
+    return record if isinstance(record, dict) else {}
+
+
 class GatewayCallback(CustomLogger):  # type: ignore[misc]
     """One instance per proxy worker, holding the validated gateway config."""
 
-    def __init__(self, config: GatewayConfig, routing: RoutingHook | None = None) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        routing: RoutingHook | None = None,
+        caching: CachingHook | None = None,
+    ) -> None:
         super().__init__()
         self.config = config
         self.routing = routing
+        self.caching = caching
 
     async def async_pre_call_hook(
         self, user_api_key_dict: Any, cache: Any, data: dict[str, Any], call_type: str
@@ -50,9 +84,50 @@ class GatewayCallback(CustomLogger):  # type: ignore[misc]
         problem = check(data) if check else None
         if problem:
             raise _bad_request(problem)
-        if self.routing is not None and call_type == "acompletion" and self.routing.handles(data):
-            return await self.routing.apply(data, getattr(user_api_key_dict, "key_alias", None))
+        if call_type != "acompletion":
+            return data
+        routes = self.routing is not None and self.routing.handles(data)
+        ticket: Ticket | None = None
+        if self.caching is not None:
+            ticket = self.caching.open(
+                data, getattr(user_api_key_dict, "team_id", None),
+                getattr(user_api_key_dict, "token", None), _request_headers(data),
+            )  # fmt: skip
+            hit = await self.caching.exact(ticket)
+            if hit is not None:
+                return self._serve(data, ticket, hit, Outcome.HIT_EXACT, {}, routes)
+        routed = None
+        if routes:
+            assert self.routing is not None
+            routed = await self.routing.apply(data, getattr(user_api_key_dict, "key_alias", None))
+        if self.caching is not None and ticket is not None:
+            outcome, entry, info = await self.caching.after_routing(ticket, data, routed)
+            if entry is not None:
+                return self._serve(data, ticket, entry, outcome, info, routes)
+            self.caching.record(data, outcome, ticket, info)
         return data
+
+    def _serve(self, data: dict[str, Any], ticket: Ticket, entry: Entry, outcome: Outcome,
+               info: dict[str, Any], routed: bool) -> dict[str, Any]:  # fmt: skip
+        assert self.caching is not None
+        if routed:  # the router's record, as it was when the answer was made
+            data.setdefault("metadata", {})[META_KEY] = {
+                "router": ticket.target, "intent": entry.intent, "action": "ROUTE",
+                "confidence": None, "model_group": entry.model_group,
+            }  # fmt: skip
+            if entry.model_group:
+                data["model"] = entry.model_group
+        data["mock_response"] = served_response(entry, ticket.target)
+        self.caching.record(data, outcome, None, info)
+        return data
+
+    async def async_post_call_streaming_iterator_hook(
+        self, user_api_key_dict: Any, response: AsyncIterator[Any], request_data: dict[str, Any]
+    ) -> AsyncIterator[Any]:
+        cached = (_gateway_meta(request_data).get(CACHE_META) or {}).get("outcome") in SERVED
+        stream = rechunk(response) if cached else response
+        async for chunk in stream:
+            yield chunk
 
     async def async_post_call_response_headers_hook(
         self,
@@ -64,9 +139,47 @@ class GatewayCallback(CustomLogger):  # type: ignore[misc]
     ) -> dict[str, str] | None:
         if not self.config.response_headers.enabled:
             return None
-        metadata = data.get("metadata") or {}
-        routed = metadata.get(META_KEY) if isinstance(metadata, dict) else None
-        headers = routing_headers(routed) if isinstance(routed, dict) else {}
-        if headers.get("x-gateway-action", "ROUTE") == "ROUTE":
+        routed = _gateway_meta(data)
+        headers = routing_headers(routed) if routed.get("router") else {}
+        headers.update(cache_headers(routed.get(CACHE_META)))
+        served = (routed.get(CACHE_META) or {}).get("outcome") in SERVED
+        if headers.get("x-gateway-action", "ROUTE") == "ROUTE" and not served:
             headers.update(deployment_headers(CallInfo.from_litellm(data, litellm_call_info)))
         return headers or None
+
+    async def async_log_success_event(
+        self, kwargs: dict[str, Any], response_obj: Any, start_time: Any, end_time: Any
+    ) -> None:
+        pending = self._pending(kwargs)
+        if pending is None or self.caching is None:
+            return
+        group = (kwargs.get("standard_logging_object") or {}).get("model_group")
+        stored = await self.caching.stored(pending, response_obj, group)
+        if pending.shadow is not None:
+            await self._log_shadow(pending.shadow, pending.shadow_similarity, response_obj)
+        logger.debug("cache store %s: %s", pending.ticket.key.exact[:12], stored)
+
+    async def _log_shadow(self, shadow: Entry, similarity: float | None, response: Any) -> None:
+        assert self.caching is not None
+        try:
+            fresh = response.choices[0].message.content or ""
+            cached = shadow.response["choices"][0]["message"].get("content") or ""
+            answers = await self.caching.answer_similarity(cached, fresh)
+        except Exception:
+            logger.warning("shadow comparison failed", exc_info=True)
+            return
+        logger.info("cache shadow hit: query similarity %s, answer similarity %s",
+                    similarity, None if answers is None else round(answers, 4))  # fmt: skip
+
+    async def async_log_failure_event(
+        self, kwargs: dict[str, Any], response_obj: Any, start_time: Any, end_time: Any
+    ) -> None:
+        self._pending(kwargs)  # nothing to store: forget it
+
+    def _pending(self, kwargs: Mapping[str, Any]) -> Pending | None:
+        """The cache's pending store for a finished call, taken out of the waiting list."""
+        if self.caching is None:
+            return None
+        metadata = (kwargs.get("litellm_params") or {}).get("metadata") or {}
+        record = metadata.get(META_KEY) if isinstance(metadata, Mapping) else None
+        return self.caching.pending(((record or {}).get(CACHE_META) or {}).get("token"))

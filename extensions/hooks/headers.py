@@ -61,3 +61,21 @@ def routing_headers(routed: Mapping[str, object]) -> dict[str, str]:
     if isinstance(confidence, float | int):
         out["x-gateway-confidence"] = f"{float(confidence):.3f}"
     return out
+
+
+HEADER_CACHE = "x-gateway-cache"
+
+
+def cache_headers(record: object) -> dict[str, str]:
+    """``x-gateway-cache`` (HIT_EXACT, HIT_SEMANTIC, SHADOW_HIT, MISS, BYPASS), the
+    similarity of the best semantic candidate, and why the cache was bypassed."""
+    if not isinstance(record, Mapping) or not record.get("outcome"):
+        return {}
+    out = {HEADER_CACHE: str(record["outcome"])}
+    similarity = record.get("similarity")
+    if isinstance(similarity, float | int):
+        out["x-gateway-cache-similarity"] = f"{float(similarity):.4f}"
+    reason = record.get("reason")
+    if reason:
+        out["x-gateway-cache-reason"] = str(reason).encode("ascii", "replace").decode()
+    return out

@@ -15,7 +15,7 @@ from typing import Any
 import litellm
 
 from extensions.router.decide import DEFAULT_INTENT, Decision
-from extensions.router.engine import RouterEngine
+from extensions.router.engine import Routed, RouterEngine
 from extensions.router.handoff import HandoffDispatcher
 from extensions.router.responses import completion_dict
 from extensions.router.settings import Action
@@ -33,20 +33,21 @@ class RoutingHook:
     def handles(self, data: dict[str, Any]) -> bool:
         return self.engine.handles(data.get("model"))
 
-    async def apply(self, data: dict[str, Any], key_alias: str | None) -> dict[str, Any]:
+    async def apply(self, data: dict[str, Any], key_alias: str | None) -> Routed:
+        """Classify, write the decision into ``data`` (in place) and return it."""
         name = str(data["model"])
         compiled = self.engine.router(name)
         messages = data.get("messages") or []
         try:
             routed = await self.engine.route(name, messages)
-            decision, classify_ms = routed.decision, routed.classify_ms
         except Exception:  # the router fails open to its default model
             self.failures += 1
             logger.exception("router %r failed; sending the request to its default model", name)
             default = compiled.spec.default
-            decision = Decision(Action.ROUTE, DEFAULT_INTENT, 0.0, model=default.model,
+            fallback = Decision(Action.ROUTE, DEFAULT_INTENT, 0.0, model=default.model,
                                 system_prompt=default.system_prompt)  # fmt: skip
-            classify_ms = 0.0
+            routed = Routed(fallback, "", None, 0.0)
+        decision, classify_ms = routed.decision, routed.classify_ms
         meta = data.setdefault("metadata", {})
         meta[META_KEY] = {
             "router": name,
@@ -62,7 +63,7 @@ class RoutingHook:
             if decision.system_prompt:
                 data["messages"] = [{"role": "system", "content": decision.system_prompt},
                                     *messages]  # fmt: skip
-            return data
+            return routed
         if decision.action is Action.HANDOFF:
             assert decision.sink is not None
             record = {
@@ -80,4 +81,4 @@ class RoutingHook:
         # a ready answer: LiteLLM returns it without calling any provider
         data["model"] = compiled.spec.default.model
         data["mock_response"] = litellm.ModelResponse(**completion_dict(name, decision.text or ""))
-        return data
+        return routed

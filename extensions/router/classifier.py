@@ -48,11 +48,12 @@ def train_head(x: Matrix, labels: list[str], c: float = 20.0, seed: int = 0) -> 
     model = LogisticRegression(C=c, max_iter=2000, random_state=seed)
     model.fit(x, labels)
     ordered = tuple(str(label) for label in model.classes_)
-    return Head(
-        labels=ordered,
-        weights=np.asarray(model.coef_, dtype=np.float32),
-        bias=np.asarray(model.intercept_, dtype=np.float32),
-    )
+    weights = np.asarray(model.coef_, dtype=np.float32)
+    bias = np.asarray(model.intercept_, dtype=np.float32)
+    if len(ordered) == 2:  # sklearn keeps one row for two classes: softmax([0, z]) = sigmoid(z)
+        weights = np.vstack([np.zeros_like(weights), weights])
+        bias = np.concatenate([np.zeros_like(bias), bias])
+    return Head(labels=ordered, weights=weights, bias=bias)
 
 
 @dataclass(frozen=True)

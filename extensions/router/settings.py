@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from extensions.cache.settings import IntentCache, RouterCache
 from extensions.config.base import StrictModel
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
@@ -84,6 +85,7 @@ class Intent(StrictModel):
     respond: Respond | None = None
     handoff: Handoff | None = None
     clarify: ClarifyBetween | None = None
+    cache: IntentCache = IntentCache()
 
     @model_validator(mode="after")
     def _action_block(self) -> Intent:
@@ -159,6 +161,7 @@ class Router(StrictModel):
     out_of_scope: OutOfScope
     clarify: ClarifyText = ClarifyText()
     llm_classifier: LlmClassifier = LlmClassifier()
+    cache: RouterCache = RouterCache()
     intents: list[Intent] = Field(min_length=2)
 
     @model_validator(mode="after")

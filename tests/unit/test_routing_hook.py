@@ -50,7 +50,8 @@ def request(text: str) -> dict[str, Any]:
 
 async def test_route_rewrites_model_and_prepends_system_prompt() -> None:
     hook = RoutingHook(engine_for("tech"), HandoffDispatcher({}))
-    data = await hook.apply(request("app broken"), "alice")
+    data = request("app broken")
+    await hook.apply(data, "alice")
     assert data["model"] == "claude-sim"
     assert data["messages"][0] == {"role": "system", "content": "be technical"}
     assert data["metadata"][META_KEY]["action"] == "ROUTE"
@@ -59,7 +60,8 @@ async def test_route_rewrites_model_and_prepends_system_prompt() -> None:
 
 async def test_respond_sets_a_zero_usage_mock_response() -> None:
     hook = RoutingHook(engine_for("reset"), HandoffDispatcher({}))
-    data = await hook.apply(request("forgot password"), None)
+    data = request("forgot password")
+    await hook.apply(data, None)
     response = data["mock_response"]
     assert response.choices[0].message.content == "Go to https://r.example now"
     assert response.usage.total_tokens == 0
@@ -69,7 +71,8 @@ async def test_respond_sets_a_zero_usage_mock_response() -> None:
 async def test_handoff_record_reaches_sink() -> None:
     sink = RecordingSink()
     hook = RoutingHook(engine_for("bill"), HandoffDispatcher({"log": sink}))
-    data = await hook.apply(request("charged twice"), "alice")
+    data = request("charged twice")
+    await hook.apply(data, "alice")
     assert len(sink.records) == 1
     record = sink.records[0]
     assert (record["queue"], record["intent"], record["key_alias"]) == ("billing", "bill", "alice")
@@ -82,7 +85,8 @@ async def test_failing_sink_falls_back_to_log_and_still_answers(
 ) -> None:
     dispatcher = HandoffDispatcher({"log": RecordingSink(fail=True)})
     hook = RoutingHook(engine_for("bill"), dispatcher)
-    data = await hook.apply(request("charged twice"), None)
+    data = request("charged twice")
+    await hook.apply(data, None)
     assert data["mock_response"].choices[0].message.content == "wait"
     assert dispatcher.failures == 1
     assert "undelivered_to" in caplog.text
@@ -90,7 +94,8 @@ async def test_failing_sink_falls_back_to_log_and_still_answers(
 
 async def test_classifier_failure_fails_open_to_default_model() -> None:
     hook = RoutingHook(engine_for(None), HandoffDispatcher({}))
-    data = await hook.apply(request("anything"), None)
+    data = request("anything")
+    await hook.apply(data, None)
     assert data["model"] == "gpt-sim"
     assert data["metadata"][META_KEY]["intent"] == "default"
     assert hook.failures == 1
@@ -99,14 +104,15 @@ async def test_classifier_failure_fails_open_to_default_model() -> None:
 
 async def test_refusal_for_out_of_scope() -> None:
     hook = RoutingHook(engine_for(OOS_LABEL), HandoffDispatcher({}))
-    data = await hook.apply(request("weather?"), None)
+    data = request("weather?")
+    await hook.apply(data, None)
     assert data["metadata"][META_KEY]["action"] == "REFUSE"
     assert data["mock_response"].choices[0].message.content in {"no", "nope"}
 
 
 async def test_no_user_text_goes_to_the_default_model() -> None:
     hook = RoutingHook(engine_for(OOS_LABEL), HandoffDispatcher({}))
-    data = await hook.apply({"model": "bot", "messages": [{"role": "system", "content": "hi"}]},
-                            None)  # fmt: skip
+    data = {"model": "bot", "messages": [{"role": "system", "content": "hi"}]}
+    await hook.apply(data, None)
     assert data["model"] == "gpt-sim"
     assert data["metadata"][META_KEY]["action"] == "ROUTE"

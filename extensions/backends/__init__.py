@@ -1,0 +1,1 @@
+"""Shared infrastructure clients (Redis) used by several features."""
