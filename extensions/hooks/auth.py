@@ -30,12 +30,12 @@ class GatewayAuth:
     """Holds the verifier; ``authenticate`` is what ``general_settings.custom_auth`` names."""
 
     def __init__(self, verifier: KeyVerifier) -> None:
-        self._verifier = verifier
+        self.verifier = verifier
 
     async def authenticate(self, request: Any, api_key: str) -> UserAPIKeyAuth:
         if not api_key:
             raise _unauthorized("No API key provided. Send it as 'Authorization: Bearer <key>'.")
-        principal = self._verifier.verify(api_key)
+        principal = self.verifier.verify(api_key)
         if principal is None:
             raise _unauthorized("Invalid API key.")
         return to_litellm_auth(principal)

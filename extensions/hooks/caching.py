@@ -20,7 +20,7 @@ from typing import Any
 import litellm
 import numpy as np
 
-from extensions.cache.keys import RequestKey, chat_key, scope_id
+from extensions.cache.keys import RequestKey, chat_key, embedding_key, scope_id
 from extensions.cache.policy import (
     CacheabilityClassifier,
     ClientControl,
@@ -63,7 +63,7 @@ class Pending:
     created: float
 
 
-def _chunks(text: str, words_per_chunk: int = 4) -> list[str]:
+def text_chunks(text: str, words_per_chunk: int = 4) -> list[str]:
     words = re.findall(r"\S+\s*|\s+", text)
     return ["".join(words[i : i + words_per_chunk]) for i in range(0, len(words), words_per_chunk)]
 
@@ -207,6 +207,40 @@ class CachingHook:
         if ticket is not None and ticket.token in self._pending:
             record[CACHE_META]["token"] = ticket.token
 
+    # -- embeddings (exact only) ------------------------------------------------------------
+
+    def embedding_key(self, body: Mapping[str, Any], team: str | None, key_id: str | None
+                      ) -> str | None:  # fmt: skip
+        """The key of an embeddings request, or None when it is not to be cached."""
+        if not self.settings.embeddings.enabled:
+            return None
+        client = ClientControl.parse(body.get("cache"), None)
+        if client.no_cache or client.no_store:
+            return None
+        scope = scope_id(self.settings.scope, team, key_id)
+        return "e" + embedding_key(str(body.get("model")), scope, body)
+
+    async def embedding_hit(self, key: str) -> dict[str, Any] | None:
+        try:
+            raw = await self.cache.store.get(key)
+        except Exception:  # noqa: BLE001 - fail-open
+            self._failed("embeddings lookup")
+            return None
+        entry = Entry.from_bytes(raw) if raw else None
+        self.outcomes[(Outcome.HIT_EXACT if entry else Outcome.MISS).value] += 1
+        if entry is None:
+            return None
+        body = dict(entry.response)
+        body["usage"] = {"prompt_tokens": 0, "total_tokens": 0}
+        return body
+
+    async def embedding_store(self, key: str, body: dict[str, Any]) -> None:
+        entry = Entry(body, "", None, body.get("model"), time.time())
+        try:
+            await self.cache.store.set(key, entry.to_bytes(), self.settings.embeddings.ttl_s)
+        except Exception:  # noqa: BLE001 - fail-open
+            self._failed("embeddings store")
+
     # -- after the model answered ---------------------------------------------------------
 
     def pending(self, token: str | None) -> Pending | None:
@@ -256,7 +290,7 @@ async def rechunk(stream: AsyncIterator[Any]) -> AsyncIterator[Any]:
         if not text or len(choices) != 1:
             yield chunk
             continue
-        pieces = _chunks(text)
+        pieces = text_chunks(text)
         for i, piece in enumerate(pieces):
             part = chunk.model_copy(deep=True)
             part.choices[0].delta.content = piece

@@ -22,3 +22,15 @@ gateway_callback, _auth = build_gateway(
     master_key=os.environ.get("LITELLM_MASTER_KEY", ""),
 )
 custom_auth = _auth.authenticate
+
+
+def _install_fast_lane() -> None:
+    from litellm.proxy.proxy_server import app
+
+    from extensions.hooks.fast_lane import install
+
+    install(app, gateway_callback, _auth)
+
+
+if os.environ.get("GATEWAY_FAST_LANE", "1") != "0":
+    _install_fast_lane()

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 from litellm.integrations.custom_logger import CustomLogger
@@ -57,6 +59,40 @@ def _request_headers(data: Mapping[str, Any]) -> dict[str, str]:
     return {str(k).lower(): str(v) for k, v in raw.items()} if isinstance(raw, Mapping) else {}
 
 
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is asking, as far as the cache scope cares (never the key itself)."""
+
+    team: str | None
+    key_id: str | None  # LiteLLM's token: a digest or ``gateway:<alias>``
+    alias: str | None
+
+    @classmethod
+    def of(cls, auth: Any) -> Caller:
+        return cls(getattr(auth, "team_id", None), getattr(auth, "token", None),
+                   getattr(auth, "key_alias", None))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Forwarded:
+    """What the fast lane decided for a request it passes on to LiteLLM."""
+
+    requested: str  # the model name the client sent
+    model: str
+    messages: list[Any]
+    record: dict[str, Any]
+
+    def apply_to(self, data: dict[str, Any]) -> None:
+        data["model"] = self.model
+        data["messages"] = self.messages
+        if self.record:
+            data.setdefault("metadata", {})[META_KEY] = self.record
+
+
+# Set by the fast lane (an ASGI middleware, same task as the LiteLLM handler).
+FORWARDED: ContextVar[Forwarded | None] = ContextVar("gateway_forwarded", default=None)
+
+
 def _gateway_meta(data: Mapping[str, Any]) -> dict[str, Any]:
     metadata = data.get("metadata") or {}
     record = metadata.get(META_KEY) if isinstance(metadata, Mapping) else None
@@ -86,29 +122,43 @@ class GatewayCallback(CustomLogger):  # type: ignore[misc]
             raise _bad_request(problem)
         if call_type != "acompletion":
             return data
+        forwarded = FORWARDED.get()
+        if forwarded is not None and forwarded.requested == data.get("model"):
+            forwarded.apply_to(data)  # the fast lane already decided: no second embedding
+            return data
+        await self.prepare(data, Caller.of(user_api_key_dict), _request_headers(data))
+        return data
+
+    async def prepare(
+        self, data: dict[str, Any], caller: Caller, headers: Mapping[str, str]
+    ) -> bool:
+        """Exact cache, router, semantic cache, in that order, written into ``data``.
+
+        True when the answer is ready (``data["mock_response"]``: a cache hit or the
+        router's own answer); False when the model is to be called.
+        """
         routes = self.routing is not None and self.routing.handles(data)
         ticket: Ticket | None = None
         if self.caching is not None:
-            ticket = self.caching.open(
-                data, getattr(user_api_key_dict, "team_id", None),
-                getattr(user_api_key_dict, "token", None), _request_headers(data),
-            )  # fmt: skip
+            ticket = self.caching.open(data, caller.team, caller.key_id, headers)
             hit = await self.caching.exact(ticket)
             if hit is not None:
-                return self._serve(data, ticket, hit, Outcome.HIT_EXACT, {}, routes)
+                self._serve(data, ticket, hit, Outcome.HIT_EXACT, {}, routes)
+                return True
         routed = None
         if routes:
             assert self.routing is not None
-            routed = await self.routing.apply(data, getattr(user_api_key_dict, "key_alias", None))
+            routed = await self.routing.apply(data, caller.alias)
         if self.caching is not None and ticket is not None:
             outcome, entry, info = await self.caching.after_routing(ticket, data, routed)
             if entry is not None:
-                return self._serve(data, ticket, entry, outcome, info, routes)
+                self._serve(data, ticket, entry, outcome, info, routes)
+                return True
             self.caching.record(data, outcome, ticket, info)
-        return data
+        return "mock_response" in data
 
     def _serve(self, data: dict[str, Any], ticket: Ticket, entry: Entry, outcome: Outcome,
-               info: dict[str, Any], routed: bool) -> dict[str, Any]:  # fmt: skip
+               info: dict[str, Any], routed: bool) -> None:  # fmt: skip
         assert self.caching is not None
         if routed:  # the router's record, as it was when the answer was made
             data.setdefault("metadata", {})[META_KEY] = {
@@ -119,7 +169,6 @@ class GatewayCallback(CustomLogger):  # type: ignore[misc]
                 data["model"] = entry.model_group
         data["mock_response"] = served_response(entry, ticket.target)
         self.caching.record(data, outcome, None, info)
-        return data
 
     async def async_post_call_streaming_iterator_hook(
         self, user_api_key_dict: Any, response: AsyncIterator[Any], request_data: dict[str, Any]
@@ -137,15 +186,19 @@ class GatewayCallback(CustomLogger):  # type: ignore[misc]
         request_headers: dict[str, str] | None = None,
         litellm_call_info: dict[str, object] | None = None,
     ) -> dict[str, str] | None:
+        return self.response_headers(data, CallInfo.from_litellm(data, litellm_call_info)) or None
+
+    def response_headers(self, data: Mapping[str, Any], call: CallInfo | None) -> dict[str, str]:
+        """The ``x-gateway-*`` headers for a request's record (and who answered it)."""
         if not self.config.response_headers.enabled:
-            return None
+            return {}
         routed = _gateway_meta(data)
         headers = routing_headers(routed) if routed.get("router") else {}
         headers.update(cache_headers(routed.get(CACHE_META)))
         served = (routed.get(CACHE_META) or {}).get("outcome") in SERVED
-        if headers.get("x-gateway-action", "ROUTE") == "ROUTE" and not served:
-            headers.update(deployment_headers(CallInfo.from_litellm(data, litellm_call_info)))
-        return headers or None
+        if call is not None and headers.get("x-gateway-action", "ROUTE") == "ROUTE" and not served:
+            headers.update(deployment_headers(call))
+        return headers
 
     async def async_log_success_event(
         self, kwargs: dict[str, Any], response_obj: Any, start_time: Any, end_time: Any
