@@ -12,10 +12,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from extensions import logs
 from extensions.hooks.assembly import build_gateway
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "config"
 
+logs.configure(os.environ.get("GATEWAY_LOG_LEVEL") or "INFO")
 gateway_callback, _auth = build_gateway(
     gateway_yaml=Path(os.environ.get("GATEWAY_CONFIG") or REPO_CONFIG / "gateway.yaml"),
     litellm_yaml=Path(os.environ.get("GATEWAY_LITELLM_CONFIG") or REPO_CONFIG / "litellm.yaml"),

@@ -39,6 +39,7 @@ from extensions.protocol.validation import (
 )
 
 logger = logging.getLogger("gateway.cache")
+usage_logger = logging.getLogger("gateway.usage")
 _CHECKS = {
     "acompletion": check_chat_request,
     "completion": check_chat_request,
@@ -97,6 +98,18 @@ def _gateway_meta(data: Mapping[str, Any]) -> dict[str, Any]:
     metadata = data.get("metadata") or {}
     record = metadata.get(META_KEY) if isinstance(metadata, Mapping) else None
     return record if isinstance(record, dict) else {}
+
+
+def log_prompt_cache(record: Mapping[str, Any]) -> None:
+    """Provider prompt caching at work: cached input tokens read and written, per call."""
+    usage = (record.get("metadata") or {}).get("usage_object") or {}
+    details = usage.get("prompt_tokens_details") or {}
+    cached = int(details.get("cached_tokens") or 0)
+    written = int(usage.get("cache_creation_input_tokens") or 0)
+    if cached or written:
+        usage_logger.info("provider prompt cache: model_group=%s cached_tokens=%d "
+                          "cache_creation_tokens=%d prompt_tokens=%d", record.get("model_group"),
+                          cached, written, int(usage.get("prompt_tokens") or 0))  # fmt: skip
 
 
 class GatewayCallback(CustomLogger):  # type: ignore[misc]
@@ -203,6 +216,7 @@ class GatewayCallback(CustomLogger):  # type: ignore[misc]
     async def async_log_success_event(
         self, kwargs: dict[str, Any], response_obj: Any, start_time: Any, end_time: Any
     ) -> None:
+        log_prompt_cache(kwargs.get("standard_logging_object") or {})
         pending = self._pending(kwargs)
         if pending is None or self.caching is None:
             return

@@ -15,7 +15,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.support.stack import Proxy, SimProvider, derive_litellm_config
+from tests.support.stack import Proxy, SimProvider, derive_gateway_config, derive_litellm_config
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +35,10 @@ def fault_gateway(
         tmp_path_factory.mktemp("failover") / "litellm.yaml",
         {"timeout": TIMEOUT_S, "stream_timeout": TIMEOUT_S, "cooldown_time": COOLDOWN_S},
     )
-    proxy = Proxy(log_dir, sim, litellm_config=config, name="failover-proxy").start()
+    tmp = tmp_path_factory.mktemp("failover-gateway")
+    gateway_config = derive_gateway_config(tmp, lambda data: data["cache"].update(enabled=False))
+    proxy = Proxy(log_dir, sim, litellm_config=config, gateway_config=gateway_config,
+                  name="failover-proxy").start()  # fmt: skip
     yield proxy
     proxy.stop()
 

@@ -9,7 +9,7 @@ from collections import Counter
 import openai
 import pytest
 
-from tests.support.stack import Proxy, SimProvider
+from tests.support.stack import NO_CACHE, Proxy, SimProvider
 
 pytestmark = pytest.mark.integration
 
@@ -54,12 +54,17 @@ async def test_streaming_per_wire_format(
 ) -> None:
     _, upstream = CHAT_GROUPS[group]
     client = gateway.client()
-    plain = await client.chat.completions.create(model=group, messages=MESSAGES)  # type: ignore[arg-type]
+    plain = await client.chat.completions.create(
+        model=group,
+        messages=MESSAGES,
+        extra_body=NO_CACHE,  # type: ignore[arg-type]
+    )
     stream = await client.chat.completions.create(
         model=group,
         messages=MESSAGES,
         stream=True,  # type: ignore[arg-type]
         stream_options={"include_usage": True},
+        extra_body=NO_CACHE,
     )
     pieces: list[str] = []
     finish: str | None = None

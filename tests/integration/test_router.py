@@ -37,6 +37,7 @@ def router_gateway(
         for intent in data["routers"][ROUTER]["intents"]:
             if intent["name"] == "billing_error":
                 intent["handoff"]["sink"] = "operators-stream"
+        data["cache"]["enabled"] = False  # routing alone here; test_cache covers both
 
     path = derive_gateway_config(tmp_path_factory.mktemp("router"), edit)
     proxy = Proxy(log_dir, sim, gateway_config=path, name="router-proxy").start()

@@ -21,6 +21,7 @@ GATEWAY_YAML = REPO / "config" / "gateway.yaml"
 SIM_YAML = REPO / "config" / "simprovider.yaml"
 TEST_MASTER_KEY = "sk-test-master-7d1c0f"
 TEST_SIM_KEY = "sim-test-provider-key-91ab"
+NO_CACHE = {"cache": {"no-cache": True, "no-store": True}}  # extra_body: skip the caches
 
 
 def _gateway_cli(*args: str) -> list[str]:
@@ -118,7 +119,14 @@ class Proxy:
         self.process = ManagedProcess(f"{name}-{self.port}", cmd, log_dir, env)
 
     def start(self, timeout_s: float = 120) -> Proxy:
+        return self.launch().wait_ready(timeout_s)
+
+    def launch(self) -> Proxy:
+        """Start the process without waiting (start several, then ``wait_ready`` each)."""
         self.process.start()
+        return self
+
+    def wait_ready(self, timeout_s: float = 120) -> Proxy:
         self.process.wait_ready(
             lambda: httpx.get(f"{self.base_url}/health/readiness", timeout=2).status_code == 200,
             timeout_s,
