@@ -6,9 +6,10 @@ Two views of the same data (``text_a, text_b, label``; 1 = same question):
   verification passed)?
 - cache simulation: every ``text_a`` is stored in a real ``ResponseCache``
   (memory store + HNSW index, the gateway's own code), every ``text_b`` is looked
-  up through ``ResponseCache.semantic``. A hit is right only when the entry it
-  served is one of the query's labelled duplicates (a hit on an unlabelled pair
-  counts as wrong, so precision is a lower bound).
+  up through ``ResponseCache.semantic``. A hit on the same text, or on an entry
+  labelled a duplicate of the query, is right; on an entry labelled different, it
+  is wrong. ``sim_precision`` is over those judged hits; a hit on a pair with no
+  label may be either, and ``sim_precision_lower_bound`` counts all of those wrong.
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ class Point:
     sim_hit_rate: float
     sim_precision: float
     sim_recall: float
+    sim_precision_lower_bound: float
+    sim_unjudged_share: float  # hits on pairs with no label
 
 
 def _ratio(a: float, b: float) -> float:
@@ -134,16 +137,23 @@ def evaluate(
     labels = np.array([p.label for p in pairs])
     positives = max(int(labels.sum()), 1)
     duplicates: dict[str, set[str]] = defaultdict(set)
+    different: dict[str, set[str]] = defaultdict(set)
     for p in pairs:
-        if p.label:
-            duplicates[p.b].add(p.a)
-    answerable = sum(1 for b, _, _ in simulated if duplicates.get(b))
+        (duplicates if p.label else different)[p.b].add(p.a)
+    stored = {_norm(p.a) for p in pairs}
+    # a query can be answered right if a labelled duplicate, or its own text, is stored
+    answerable = sum(1 for b, _, _ in simulated if duplicates.get(b) or _norm(b) in stored)
+
+    def right(b: str, a: str) -> bool:
+        return a in duplicates.get(b, ()) or _same_text(a, b)
+
     points = []
     for t in thresholds:
         raw = cos >= t
         hit = raw & verified
         sim_hits = [(b, a) for b, a, s in simulated if a is not None and s >= t]
-        right = sum(1 for b, a in sim_hits if a in duplicates.get(b, ()))
+        correct = sum(1 for b, a in sim_hits if right(b, a))
+        wrong = sum(1 for b, a in sim_hits if not right(b, a) and a in different.get(b, ()))
         points.append(Point(
             threshold=float(t),
             pairwise_precision=_ratio(labels[hit].sum(), hit.sum()),
@@ -151,10 +161,20 @@ def evaluate(
             raw_precision=_ratio(labels[raw].sum(), raw.sum()),
             raw_recall=_ratio(labels[raw].sum(), positives),
             sim_hit_rate=_ratio(len(sim_hits), len(simulated)),
-            sim_precision=_ratio(right, len(sim_hits)),
-            sim_recall=_ratio(right, answerable),
+            sim_precision=_ratio(correct, correct + wrong),
+            sim_recall=_ratio(correct, answerable),
+            sim_precision_lower_bound=_ratio(correct, len(sim_hits)),
+            sim_unjudged_share=_ratio(len(sim_hits) - correct - wrong, len(sim_hits)),
         ))  # fmt: skip
     return points
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def _same_text(a: str, b: str) -> bool:
+    return _norm(a) == _norm(b)
 
 
 def recommend(points: Sequence[Point], target_precision: float) -> Point | None:
@@ -164,12 +184,15 @@ def recommend(points: Sequence[Point], target_precision: float) -> Point | None:
 
 
 def table(points: Sequence[Point]) -> str:
-    head = "threshold  pair P  pair R  (no verif. P   R)   sim hit  sim P  sim R"
+    head = ("threshold  pair P  pair R  (no verif. P   R)   sim hit  sim P  sim R"
+            "  (sim P lower bound, unjudged)")  # fmt: skip
     rows = [head]
     for p in points:
         rows.append(f"{p.threshold:9.2f}  {p.pairwise_precision:6.3f}  {p.pairwise_recall:6.3f}"
                     f"  ({p.raw_precision:6.3f} {p.raw_recall:6.3f})   {p.sim_hit_rate:7.3f}"
-                    f"  {p.sim_precision:5.3f}  {p.sim_recall:5.3f}")  # fmt: skip
+                    f"  {p.sim_precision:5.3f}  {p.sim_recall:5.3f}"
+                    f"  ({p.sim_precision_lower_bound:5.3f},"
+                    f" {p.sim_unjudged_share:5.3f})")  # fmt: skip
     return "\n".join(rows)
 
 

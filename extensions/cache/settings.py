@@ -56,7 +56,7 @@ class Verification(StrictModel):
 class SemanticCache(StrictModel):
     enabled: bool = True
     mode: SemanticMode = SemanticMode.SERVE
-    threshold: float = Field(0.93, ge=0.0, le=1.0)
+    threshold: float = Field(0.95, ge=0.0, le=1.0)
     candidates: int = Field(4, ge=1, le=50)
     verification: Verification = Verification()
 

@@ -205,7 +205,10 @@ def sentence_encoder(settings: Embedding) -> BatchingEncoder:
                            convert_to_numpy=True, show_progress_bar=False)  # fmt: skip
         return np.asarray(out, dtype=np.float32)
 
-    dim = int(model.get_sentence_embedding_dimension())
+    dimension = getattr(model, "get_embedding_dimension", None) or (
+        model.get_sentence_embedding_dimension
+    )
+    dim = int(dimension())
     fingerprint = f"{settings.model}#{model_fingerprint(settings)}"
     return BatchingEncoder(encode, dim, fingerprint, settings.max_batch_size,
                            settings.batch_window_ms)  # fmt: skip

@@ -201,6 +201,9 @@ class CachingHook:
     def record(self, data: dict[str, Any], outcome: Outcome, ticket: Ticket | None,
                info: Mapping[str, Any]) -> None:  # fmt: skip
         self.outcomes[outcome.value] += 1
+        if logger.isEnabledFor(logging.INFO):
+            details = " ".join(f"{k}={v}" for k, v in info.items())
+            logger.info("cache %s model=%s %s", outcome.value, data.get("model"), details)
         meta = data.setdefault("metadata", {})
         record = meta.setdefault(META_KEY, {})
         record[CACHE_META] = {"outcome": outcome.value, **info}

@@ -99,7 +99,7 @@ async def test_semantic_hit_on_a_paraphrase(gateway: Proxy, clean_sim: SimProvid
         gateway, "gpt-sim", "How can I reset my wifi router to factory settings?"
     )
     assert h2["x-gateway-cache"] == "HIT_SEMANTIC"
-    assert float(h2["x-gateway-cache-similarity"]) >= 0.93
+    assert float(h2["x-gateway-cache-similarity"]) >= 0.95
     assert answer == first and usage is not None and usage.total_tokens == 0
     assert clean_sim.stats()["total"] == before
 
@@ -216,7 +216,7 @@ async def test_shadow_mode_never_serves(shadow_gateway: Proxy, clean_sim: SimPro
         shadow_gateway, "gpt-sim", "How can I reset my wifi router to factory settings?"
     )
     assert headers["x-gateway-cache"] == "SHADOW_HIT"
-    assert float(headers["x-gateway-cache-similarity"]) >= 0.93
+    assert float(headers["x-gateway-cache-similarity"]) >= 0.95
     assert usage is not None and usage.total_tokens > 0  # answered by the model
     assert clean_sim.stats()["total"] == 2
     await asyncio.sleep(0.5)  # the comparison is logged after the answer

@@ -1,0 +1,69 @@
+"""`gateway calibrate-cache` as a user runs it, on a small labelled file."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+PAIRS = [
+    ("How do I reset my wifi router to factory settings?",
+     "How can I reset my wifi router to factory settings?", 1),
+    ("How do I clear the cache of my web browser?",
+     "How can I clear the cache of my web browser?", 1),
+    ("What is the population of Vietnam in 2020?",
+     "What is the population of Vietnam in 2021?", 0),  # near miss: verification refuses
+    ("What is the capital of Vietnam?", "What is the capital of Laos?", 0),
+    ("How do I learn to play the guitar?", "What is the best way to cook rice?", 0),
+]  # fmt: skip
+KEYS = {"threshold", "pairwise_precision", "pairwise_recall", "sim_hit_rate", "sim_precision",
+        "sim_recall"}  # fmt: skip
+
+
+def calibrate(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "extensions.cli", "calibrate-cache", *args],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def pairs_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("pairs") / "pairs.tsv"
+    lines = ["text_a\ttext_b\tlabel"] + [f"{a}\t{b}\t{label}" for a, b, label in PAIRS]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_default_threshold_operating_point(pairs_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "default.json"
+    proc = calibrate("--pairs", str(pairs_file), "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert set(report) >= KEYS
+    assert report["threshold"] == 0.95  # config/gateway.yaml's cache.semantic.threshold
+    assert report["pairwise_precision"] == 1.0 and report["pairwise_recall"] == 1.0
+    assert report["raw_precision"] < 1.0  # without verification the 2020/2021 pair hits
+    assert report["sim_precision"] == 1.0 and report["sim_hit_rate"] == pytest.approx(2 / 5)
+    assert len(report["grid"]) == 1
+
+
+def test_sweep_recommends_a_threshold(pairs_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "sweep.json"
+    proc = calibrate("--pairs", str(pairs_file), "--target-precision", "0.99", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert report["recommended"] is not None and report["sim_precision"] >= 0.99
+    assert len(report["grid"]) == 30
+    assert "recommended threshold for precision >= 0.99" in proc.stdout
+
+
+def test_bad_file_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("question,other\nx,y\n")
+    proc = calibrate("--pairs", str(bad))
+    assert proc.returncode == 2
+    assert "missing columns ['label', 'text_a', 'text_b']" in proc.stderr
