@@ -113,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--model", help="encoder (default: gateway.yaml's embedding.model)")
     cal.add_argument("--gateway-config", type=Path, default=DEFAULT_GATEWAY_CONFIG)
 
+    nk = sub.add_parser("new-key", help="make a gateway key and print its gateway.yaml entry")
+    nk.add_argument("--alias", required=True)
+    nk.add_argument("--owner", required=True, help="who the key belongs to")
+    nk.add_argument("--team", help="a team of access.teams")
+    nk.add_argument("--models", nargs="+", help="allowed model groups / routers ('*' ok)")
+
     check = sub.add_parser("check-config", help="validate config/gateway.yaml and exit")
     check.add_argument("--gateway-config", type=Path, default=DEFAULT_GATEWAY_CONFIG)
     check.add_argument("--config", type=Path, default=DEFAULT_LITELLM_CONFIG)
@@ -132,6 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from extensions.router.commands import eval_router
 
             return eval_router(args)
+        if args.command == "new-key":
+            from extensions.access.commands import new_key_command
+
+            return new_key_command(args)
         if args.command == "calibrate-cache":
             from extensions.cache.commands import calibrate_cache
 

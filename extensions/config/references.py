@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Set
 
+from extensions.access.grants import model_problems
 from extensions.config.schema import GatewayConfig
 
 
@@ -30,4 +31,9 @@ def reference_problems(config: GatewayConfig, model_groups: Set[str]) -> list[st
             if it.handoff is not None and it.handoff.sink not in config.handoff_sinks:
                 problems.append(f"{where}.intents[{i}].handoff.sink: unknown sink "
                                 f"'{it.handoff.sink}' (handoff_sinks has: {sinks})")  # fmt: skip
+    targets_for_keys = set(model_groups) | set(config.routers)
+    for name, team in config.access.teams.items():
+        problems += model_problems(f"access.teams.{name}", team.models, targets_for_keys)
+    for i, key in enumerate(config.access.keys):
+        problems += model_problems(f"access.keys[{i}]", key.models, targets_for_keys)
     return problems

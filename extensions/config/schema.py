@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from extensions.access.settings import Access
 from extensions.backends.settings import RedisSettings
 from extensions.cache.settings import CacheSettings, Tier
 from extensions.config.base import StrictModel
@@ -30,6 +31,7 @@ class GatewayConfig(StrictModel):
     response_headers: ResponseHeadersSettings = ResponseHeadersSettings()
     embedding: Embedding = Embedding()
     redis: RedisSettings = RedisSettings()
+    access: Access = Access()
     cache: CacheSettings = CacheSettings()
     handoff_sinks: dict[str, HandoffSink] = {}
     routers: dict[str, Router] = Field(default_factory=dict)

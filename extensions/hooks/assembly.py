@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
+from extensions.access.grants import grants
 from extensions.access.keys import KeyVerifier
 from extensions.config.errors import ConfigError
 from extensions.config.loader import litellm_model_groups, load_gateway_config
@@ -63,12 +65,15 @@ def build_caching(config: GatewayConfig, encoder: BatchingEncoder | None) -> Cac
 
 
 def build_gateway(
-    gateway_yaml: Path, litellm_yaml: Path, master_key: str
+    gateway_yaml: Path, litellm_yaml: Path, master_key: str, environ: Mapping[str, str]
 ) -> tuple[GatewayCallback, GatewayAuth]:
     """The callback and the auth check for one proxy worker; raises ``ConfigError``."""
-    config = load_gateway_config(gateway_yaml, litellm_model_groups(litellm_yaml))
+    config = load_gateway_config(gateway_yaml, litellm_model_groups(litellm_yaml), environ)
     if not master_key:
         raise ConfigError("environment", ["LITELLM_MASTER_KEY must be set (the operators' key)"])
+    verifier, problems = KeyVerifier.build(master_key, config.access, environ)
+    if problems:
+        raise ConfigError(gateway_yaml, problems)
     needs_encoder = bool(config.routers) or (
         config.cache.enabled
         and (config.cache.semantic.enabled or config.cache.cacheability.enabled)
@@ -82,5 +87,5 @@ def build_gateway(
         build_routing(config, gateway_yaml.parent, encoder) if config.routers and encoder else None
     )
     caching = build_caching(config, encoder) if config.cache.enabled else None
-    callback = GatewayCallback(config, routing, caching)
-    return callback, GatewayAuth(KeyVerifier.from_master_key(master_key))
+    callback = GatewayCallback(config, routing, caching, grants(config.access))
+    return callback, GatewayAuth(verifier)

@@ -22,8 +22,9 @@ def _unauthorized(message: str) -> ProxyException:
 def to_litellm_auth(principal: Principal) -> UserAPIKeyAuth:
     role = LitellmUserRoles.PROXY_ADMIN if principal.role is Role.OPERATOR else None
     return UserAPIKeyAuth(
-        token=f"gateway:{principal.alias}", key_alias=principal.alias, user_role=role
-    )
+        token=f"gateway:{principal.alias}", key_alias=principal.alias, user_role=role,
+        team_id=principal.team,
+    )  # fmt: skip
 
 
 class GatewayAuth:

@@ -22,6 +22,7 @@ gateway_callback, _auth = build_gateway(
     gateway_yaml=Path(os.environ.get("GATEWAY_CONFIG") or REPO_CONFIG / "gateway.yaml"),
     litellm_yaml=Path(os.environ.get("GATEWAY_LITELLM_CONFIG") or REPO_CONFIG / "litellm.yaml"),
     master_key=os.environ.get("LITELLM_MASTER_KEY", ""),
+    environ=os.environ,
 )
 custom_auth = _auth.authenticate
 

@@ -155,8 +155,8 @@ class FastLane:
         if not isinstance(body, dict) or not isinstance(body.get("model"), str):
             return False
         caller = self._caller(scope)
-        if caller is None:
-            return False
+        if caller is None or not self.gateway.grant(caller).allows(body["model"]):
+            return False  # LiteLLM and the pre-call hook answer 401 / 403
         if path in EMBEDDING_PATHS:
             return await self._embeddings(scope, body, caller, replay, send)
         if check_chat_request(body) is not None:

@@ -20,6 +20,7 @@ from typing import Any
 from litellm.integrations.custom_logger import CustomLogger
 from litellm.proxy._types import ProxyException
 
+from extensions.access.grants import UNLIMITED, Grant
 from extensions.cache.service import Entry, Outcome
 from extensions.config.schema import GatewayConfig
 from extensions.hooks.caching import (
@@ -47,6 +48,8 @@ _CHECKS = {
     "embeddings": check_embedding_request,
 }
 SERVED = (Outcome.HIT_EXACT.value, Outcome.HIT_SEMANTIC.value)
+MASTER_TOKEN = "gateway:master"  # the token custom_auth gives the master key
+DENY_ALL = Grant(models=())
 
 
 def _bad_request(problem: RequestProblem) -> ProxyException:
@@ -120,15 +123,37 @@ class GatewayCallback(CustomLogger):  # type: ignore[misc]
         config: GatewayConfig,
         routing: RoutingHook | None = None,
         caching: CachingHook | None = None,
+        grants: Mapping[str, Grant] | None = None,
     ) -> None:
         super().__init__()
         self.config = config
         self.routing = routing
         self.caching = caching
+        self.grants = dict(grants or {})
+
+    def grant(self, caller: Caller) -> Grant:
+        """The master key may use everything; a gateway key what its entry allows."""
+        if caller.key_id == MASTER_TOKEN:
+            return UNLIMITED
+        return self.grants.get(caller.alias or "", DENY_ALL)
+
+    def check_model(self, caller: Caller, model: object) -> None:
+        """403 naming what the key may use, before anything else happens (fail-closed)."""
+        grant = self.grant(caller)
+        if isinstance(model, str) and grant.allows(model):
+            return
+        allowed = ", ".join(grant.models or ()) or "nothing"
+        raise ProxyException(
+            message=f"This key ({caller.alias}) may not use model '{model}'. "
+                    f"Allowed: {allowed}.",
+            type="permission_denied", param="model", code=403,
+        )  # fmt: skip
 
     async def async_pre_call_hook(
         self, user_api_key_dict: Any, cache: Any, data: dict[str, Any], call_type: str
     ) -> dict[str, Any]:
+        caller = Caller.of(user_api_key_dict)
+        self.check_model(caller, data.get("model"))
         check = _CHECKS.get(call_type)
         problem = check(data) if check else None
         if problem:
@@ -139,7 +164,7 @@ class GatewayCallback(CustomLogger):  # type: ignore[misc]
         if forwarded is not None and forwarded.requested == data.get("model"):
             forwarded.apply_to(data)  # the fast lane already decided: no second embedding
             return data
-        await self.prepare(data, Caller.of(user_api_key_dict), _request_headers(data))
+        await self.prepare(data, caller, _request_headers(data))
         return data
 
     async def prepare(

@@ -1,0 +1,83 @@
+"""``access`` section of gateway.yaml: teams and gateway keys (never the keys themselves).
+
+A key is stored as ``hash: "sha256:<salt hex>:<digest hex>"`` of the whole key
+(``gateway new-key`` prints one), or named by ``env: VAR`` when its value comes
+from a secret store. Keys made by ``gateway new-key`` carry a public id
+(``sk-gw-<id>.<secret>``), so verification looks at one entry, in constant time.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import Field, field_validator, model_validator
+
+from extensions.config.base import StrictModel
+
+HASH = re.compile(r"^sha256:[0-9a-f]{32}:[0-9a-f]{64}$")
+ALIAS = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}$"
+KEY_ID = r"^[0-9a-f]{8}$"
+
+
+class Limits(StrictModel):
+    """What a team or key may use; a key's own value overrides its team's.
+
+    Rate limits and budgets are not part of this schema yet (they are not enforced
+    yet, so the file refuses them rather than ignoring them).
+    """
+
+    models: list[str] | None = None  # model groups and routers; '*' wildcards allowed
+
+
+class Team(Limits):
+    description: str = ""
+
+
+class Key(Limits):
+    alias: str = Field(pattern=ALIAS)
+    owner: str = Field(min_length=1)
+    team: str | None = None
+    key_id: str | None = Field(None, pattern=KEY_ID)
+    hash: str | None = None
+    env: str | None = Field(None, pattern=r"^[A-Z_][A-Z0-9_]*$")
+
+    @field_validator("hash")
+    @classmethod
+    def _hash_format(cls, v: str | None) -> str | None:
+        if v is not None and not HASH.match(v):
+            raise ValueError("must look like 'sha256:<32 hex salt>:<64 hex digest>' "
+                             "(print one with `gateway new-key`)")  # fmt: skip
+        return v
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> Key:
+        if (self.hash is None) == (self.env is None):
+            raise ValueError("give exactly one of 'hash' (with 'key_id') or 'env'")
+        if self.hash is not None and self.key_id is None:
+            raise ValueError("'hash' needs the key's public 'key_id' (printed by gateway new-key)")
+        return self
+
+
+class Access(StrictModel):
+    teams: dict[str, Team] = {}
+    keys: list[Key] = []
+
+    @model_validator(mode="after")
+    def _references(self) -> Access:
+        problems = []
+        aliases = [k.alias for k in self.keys]
+        if "master" in aliases:
+            problems.append("the key alias 'master' is reserved for the master key")
+        dupes = sorted({a for a in aliases if aliases.count(a) > 1})
+        if dupes:
+            problems.append(f"duplicate key aliases: {', '.join(dupes)}")
+        ids = [k.key_id for k in self.keys if k.key_id]
+        if len(ids) != len(set(ids)):
+            problems.append("duplicate key_id values")
+        for i, key in enumerate(self.keys):
+            if key.team is not None and key.team not in self.teams:
+                known = ", ".join(sorted(self.teams)) or "none"
+                problems.append(f"keys[{i}].team: unknown team '{key.team}' (teams: {known})")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
