@@ -9,6 +9,7 @@ from a secret store. Keys made by ``gateway new-key`` carry a public id
 from __future__ import annotations
 
 import re
+from enum import StrEnum
 
 from pydantic import Field, field_validator, model_validator
 
@@ -20,13 +21,32 @@ KEY_ID = r"^[0-9a-f]{8}$"
 
 
 class Limits(StrictModel):
-    """What a team or key may use; a key's own value overrides its team's.
+    """What a team or key may use, and how much.
 
-    Rate limits and budgets are not part of this schema yet (they are not enforced
-    yet, so the file refuses them rather than ignoring them).
+    ``models``: a key's own list overrides its team's. Limits: a team's hold for
+    all its keys together, a key's for that key alone (both apply). Budgets are not
+    part of this schema yet (not enforced yet, so the file refuses them).
     """
 
     models: list[str] | None = None  # model groups and routers; '*' wildcards allowed
+    rpm: int | None = Field(None, ge=1)  # requests per minute
+    tpm: int | None = Field(None, ge=1)  # tokens per minute (prompt + completion, counted)
+    max_parallel: int | None = Field(None, ge=1)  # requests in flight at once
+
+
+class LimitStoreKind(StrEnum):
+    MEMORY = "memory"  # this process only (one worker)
+    REDIS = "redis"  # redis.url: exact across workers and replicas
+
+
+class OnFailure(StrEnum):
+    OPEN = "open"  # Redis down: admit (logged loudly)
+    CLOSED = "closed"  # Redis down: refuse with 503 and Retry-After
+
+
+class LimitSettings(StrictModel):
+    store: LimitStoreKind = LimitStoreKind.MEMORY
+    on_redis_failure: OnFailure = OnFailure.CLOSED
 
 
 class Team(Limits):
@@ -59,6 +79,7 @@ class Key(Limits):
 
 
 class Access(StrictModel):
+    limits: LimitSettings = LimitSettings()
     teams: dict[str, Team] = {}
     keys: list[Key] = []
 

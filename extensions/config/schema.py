@@ -44,3 +44,12 @@ class GatewayConfig(StrictModel):
                 "or use tier 'memory')"
             )
         return self
+
+    @model_validator(mode="after")
+    def _redis_limits_need_redis(self) -> GatewayConfig:
+        if self.access.limits.store.value == "redis" and not self.redis.url:
+            raise ValueError(
+                "access.limits.store is 'redis' but redis.url is not set (set redis.url, "
+                "or use store 'memory')"
+            )
+        return self

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from extensions.access.grants import grants
 from extensions.access.keys import KeyVerifier
+from extensions.access.limits import Limiter, LimitStore
 from extensions.config.errors import ConfigError
 from extensions.config.loader import litellm_model_groups, load_gateway_config
 from extensions.config.schema import GatewayConfig
@@ -64,6 +65,22 @@ def build_caching(config: GatewayConfig, encoder: BatchingEncoder | None) -> Cac
     return CachingHook(ResponseCache(settings, store, index), encoder, config.routers, classifier)
 
 
+def build_limiter(config: GatewayConfig) -> Limiter | None:
+    """Key and team limits, counted in Redis (shared) or in this process."""
+    from extensions.access.limits import MemoryLimits, RedisLimits, subject_limits
+    from extensions.access.settings import LimitStoreKind, OnFailure
+    from extensions.backends.redis import RedisLink
+
+    by_alias = subject_limits(config.access)
+    if not by_alias:
+        return None
+    settings = config.access.limits
+    store: LimitStore = MemoryLimits()
+    if settings.store is LimitStoreKind.REDIS:
+        store = RedisLimits(RedisLink(config.redis), settings.on_redis_failure is OnFailure.OPEN)
+    return Limiter(store, by_alias)
+
+
 def build_gateway(
     gateway_yaml: Path, litellm_yaml: Path, master_key: str, environ: Mapping[str, str]
 ) -> tuple[GatewayCallback, GatewayAuth]:
@@ -87,5 +104,6 @@ def build_gateway(
         build_routing(config, gateway_yaml.parent, encoder) if config.routers and encoder else None
     )
     caching = build_caching(config, encoder) if config.cache.enabled else None
-    callback = GatewayCallback(config, routing, caching, grants(config.access))
+    callback = GatewayCallback(config, routing, caching, grants(config.access),
+                               build_limiter(config))  # fmt: skip
     return callback, GatewayAuth(verifier)

@@ -18,12 +18,14 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from extensions.hooks.auth import GatewayAuth, to_litellm_auth
 from extensions.hooks.caching import text_chunks
 from extensions.hooks.gateway_callback import (
+    ADMITTED,
     FORWARDED,
     Caller,
     Forwarded,
@@ -157,10 +159,23 @@ class FastLane:
         caller = self._caller(scope)
         if caller is None or not self.gateway.grant(caller).allows(body["model"]):
             return False  # LiteLLM and the pre-call hook answer 401 / 403
+        check = check_embedding_request if path in EMBEDDING_PATHS else check_chat_request
+        if check(body) is not None:
+            return False  # the pre-call hook answers 400
+        request_id = f"req-{uuid.uuid4().hex}"
+        if not (await self.gateway.admit(caller, request_id)).allowed:
+            return False  # the pre-call hook checks again and answers 429 / 503
+        ADMITTED.set(request_id)  # a forwarded request is released by LiteLLM's log events
         if path in EMBEDDING_PATHS:
-            return await self._embeddings(scope, body, caller, replay, send)
-        if check_chat_request(body) is not None:
-            return False
+            handled = await self._embeddings(scope, body, caller, replay, send)
+        else:
+            handled = await self._chat(scope, body, caller, send)
+        if handled:
+            await self.gateway.finished(caller.alias, request_id)
+        return handled
+
+    async def _chat(self, scope: Scope, body: dict[str, Any], caller: Caller,
+                    send: Send) -> bool:  # fmt: skip
         started = time.perf_counter()
         requested = body["model"]
         headers = {"cache-control": _header(scope, b"cache-control") or ""}
@@ -183,7 +198,7 @@ class FastLane:
     async def _embeddings(self, scope: Scope, body: dict[str, Any], caller: Caller,
                           replay: Receive, send: Send) -> bool:  # fmt: skip
         caching = self.gateway.caching
-        if caching is None or check_embedding_request(body) is not None:
+        if caching is None:
             return False
         key = caching.embedding_key(body, caller.team, caller.key_id)
         if key is None:

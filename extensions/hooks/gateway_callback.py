@@ -12,6 +12,7 @@ cache, then the model. Cache hits and the router's own answers become
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from litellm.integrations.custom_logger import CustomLogger
 from litellm.proxy._types import ProxyException
 
 from extensions.access.grants import UNLIMITED, Grant
+from extensions.access.limits import ALLOWED, Limiter, Verdict
 from extensions.cache.service import Entry, Outcome
 from extensions.config.schema import GatewayConfig
 from extensions.hooks.caching import (
@@ -48,6 +50,9 @@ _CHECKS = {
     "embeddings": check_embedding_request,
 }
 SERVED = (Outcome.HIT_EXACT.value, Outcome.HIT_SEMANTIC.value)
+LIMIT_META = "limit"
+LIMIT_NAMES = {"rpm": "requests per minute", "tpm": "tokens per minute",
+               "max_parallel": "parallel requests"}  # fmt: skip
 MASTER_TOKEN = "gateway:master"  # the token custom_auth gives the master key
 DENY_ALL = Grant(models=())
 
@@ -56,6 +61,23 @@ def _bad_request(problem: RequestProblem) -> ProxyException:
     return ProxyException(
         message=problem.message, type="invalid_request_error", param=problem.param, code=400
     )
+
+
+def _limited(verdict: Verdict) -> ProxyException:
+    if verdict.limit == "unavailable":
+        return ProxyException(
+            message="Usage limits cannot be checked right now (limit store unavailable); "
+                    f"retry in {verdict.retry_after_s} s.",
+            type="service_unavailable", param=None, code=503,
+            headers={"retry-after": str(verdict.retry_after_s)},
+        )  # fmt: skip
+    what = LIMIT_NAMES.get(verdict.limit or "", verdict.limit)
+    return ProxyException(
+        message=f"Rate limit reached for {verdict.subject}: {what}. "
+                f"Retry after {verdict.retry_after_s} s.",
+        type="rate_limit_error", param=None, code=429,
+        headers={"retry-after": str(verdict.retry_after_s)},
+    )  # fmt: skip
 
 
 def _request_headers(data: Mapping[str, Any]) -> dict[str, str]:
@@ -90,11 +112,12 @@ class Forwarded:
         data["model"] = self.model
         data["messages"] = self.messages
         if self.record:
-            data.setdefault("metadata", {})[META_KEY] = self.record
+            data.setdefault("metadata", {}).setdefault(META_KEY, {}).update(self.record)
 
 
 # Set by the fast lane (an ASGI middleware, same task as the LiteLLM handler).
 FORWARDED: ContextVar[Forwarded | None] = ContextVar("gateway_forwarded", default=None)
+ADMITTED: ContextVar[str | None] = ContextVar("gateway_admitted", default=None)  # request id
 
 
 def _gateway_meta(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -124,12 +147,27 @@ class GatewayCallback(CustomLogger):  # type: ignore[misc]
         routing: RoutingHook | None = None,
         caching: CachingHook | None = None,
         grants: Mapping[str, Grant] | None = None,
+        limiter: Limiter | None = None,
     ) -> None:
         super().__init__()
         self.config = config
         self.routing = routing
         self.caching = caching
         self.grants = dict(grants or {})
+        self.limiter = limiter
+
+    async def admit(self, caller: Caller, request_id: str) -> Verdict:
+        """Count the request against its key's and team's limits (fail-closed by default)."""
+        if self.limiter is None or caller.key_id == MASTER_TOKEN:
+            return ALLOWED
+        return await self.limiter.admit(caller.alias, request_id)
+
+    async def finished(self, alias: str | None, request_id: str, tokens: int = 0) -> None:
+        """The request is over: free its parallel slot and count its tokens."""
+        if self.limiter is None:
+            return
+        await self.limiter.release(alias, request_id)
+        await self.limiter.charge_tokens(alias, tokens)
 
     def grant(self, caller: Caller) -> Grant:
         """The master key may use everything; a gateway key what its entry allows."""
@@ -158,6 +196,15 @@ class GatewayCallback(CustomLogger):  # type: ignore[misc]
         problem = check(data) if check else None
         if problem:
             raise _bad_request(problem)
+        admitted = ADMITTED.get()
+        request_id = admitted or f"req-{uuid.uuid4().hex}"
+        if admitted is None:  # the fast lane did not count it already
+            verdict = await self.admit(caller, request_id)
+            if not verdict.allowed:
+                raise _limited(verdict)
+        if self.limiter is not None and caller.key_id != MASTER_TOKEN:
+            record = data.setdefault("metadata", {}).setdefault(META_KEY, {})
+            record[LIMIT_META] = {"alias": caller.alias, "id": request_id}
         if call_type != "acompletion":
             return data
         forwarded = FORWARDED.get()
@@ -241,7 +288,9 @@ class GatewayCallback(CustomLogger):  # type: ignore[misc]
     async def async_log_success_event(
         self, kwargs: dict[str, Any], response_obj: Any, start_time: Any, end_time: Any
     ) -> None:
-        log_prompt_cache(kwargs.get("standard_logging_object") or {})
+        record = kwargs.get("standard_logging_object") or {}
+        log_prompt_cache(record)
+        await self._finish(kwargs, int(record.get("total_tokens") or 0))
         pending = self._pending(kwargs)
         if pending is None or self.caching is None:
             return
@@ -267,6 +316,14 @@ class GatewayCallback(CustomLogger):  # type: ignore[misc]
         self, kwargs: dict[str, Any], response_obj: Any, start_time: Any, end_time: Any
     ) -> None:
         self._pending(kwargs)  # nothing to store: forget it
+        await self._finish(kwargs, 0)
+
+    async def _finish(self, kwargs: Mapping[str, Any], tokens: int) -> None:
+        metadata = (kwargs.get("litellm_params") or {}).get("metadata") or {}
+        record = metadata.get(META_KEY) if isinstance(metadata, Mapping) else None
+        limit = (record or {}).get(LIMIT_META)
+        if isinstance(limit, Mapping):
+            await self.finished(limit.get("alias"), str(limit.get("id")), tokens)
 
     def _pending(self, kwargs: Mapping[str, Any]) -> Pending | None:
         """The cache's pending store for a finished call, taken out of the waiting list."""
