@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.support.redis_server import RedisServer
-from tests.support.stack import Proxy, SimProvider, derive_gateway_config
+from tests.support.stack import Proxy, SimProvider, derive_gateway_config, proxy_pair
 
 pytestmark = pytest.mark.integration
 
@@ -295,14 +295,7 @@ def shared_pair(
         data["cache"]["tier"] = "shared"
 
     config = derive_gateway_config(tmp_path_factory.mktemp("shared"), edit)
-    proxies = [Proxy(log_dir, sim, gateway_config=config, name=f"shared-{i}") for i in (1, 2)]
-    for p in proxies:
-        p.launch()
-    for p in proxies:
-        p.wait_ready()
-    yield proxies[0], proxies[1]
-    for p in proxies:
-        p.stop()
+    yield from proxy_pair(log_dir, sim, config, "shared")
 
 
 async def test_two_proxies_share_entries(

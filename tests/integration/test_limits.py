@@ -14,7 +14,7 @@ import pytest
 from tests.integration.test_access import As
 from tests.integration.test_cache import chat, unique
 from tests.support.redis_server import RedisServer
-from tests.support.stack import NO_CACHE, Proxy, SimProvider, derive_gateway_config
+from tests.support.stack import NO_CACHE, Proxy, SimProvider, derive_gateway_config, proxy_pair
 
 pytestmark = pytest.mark.integration
 
@@ -54,15 +54,7 @@ def limited_pair(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[Proxy, Proxy]]:  # fmt: skip
     config = limited_config(tmp_path_factory.mktemp("limits"), limit_redis.url)
-    proxies = [Proxy(log_dir, sim, gateway_config=config, extra_env=ENV, name=f"limits-{i}")
-               for i in (1, 2)]  # fmt: skip
-    for p in proxies:
-        p.launch()
-    for p in proxies:
-        p.wait_ready()
-    yield proxies[0], proxies[1]
-    for p in proxies:
-        p.stop()
+    yield from proxy_pair(log_dir, sim, config, "limits", ENV)
 
 
 @pytest.fixture

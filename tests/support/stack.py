@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -144,3 +144,24 @@ class Proxy:
             api_key=self.master_key if api_key is None else api_key,
             **kwargs,
         )
+
+
+def proxy_pair(
+    log_dir: Path,
+    sim: SimProvider,
+    gateway_config: Path,
+    name: str,
+    extra_env: Mapping[str, str] | None = None,
+) -> Iterator[tuple[Proxy, Proxy]]:
+    """Two proxies on one configuration (started together), stopped when done."""
+    proxies = [Proxy(log_dir, sim, gateway_config=gateway_config, extra_env=extra_env,
+                     name=f"{name}-{i}") for i in (1, 2)]  # fmt: skip
+    for p in proxies:
+        p.launch()
+    try:
+        for p in proxies:
+            p.wait_ready()
+        yield proxies[0], proxies[1]
+    finally:
+        for p in proxies:
+            p.stop()
