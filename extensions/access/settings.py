@@ -24,14 +24,15 @@ class Limits(StrictModel):
     """What a team or key may use, and how much.
 
     ``models``: a key's own list overrides its team's. Limits: a team's hold for
-    all its keys together, a key's for that key alone (both apply). Budgets are not
-    part of this schema yet (not enforced yet, so the file refuses them).
+    all its keys together, a key's for that key alone (both apply); budgets too.
     """
 
     models: list[str] | None = None  # model groups and routers; '*' wildcards allowed
     rpm: int | None = Field(None, ge=1)  # requests per minute
     tpm: int | None = Field(None, ge=1)  # tokens per minute (prompt + completion, counted)
     max_parallel: int | None = Field(None, ge=1)  # requests in flight at once
+    daily_budget_usd: float | None = Field(None, gt=0)  # UTC day
+    monthly_budget_usd: float | None = Field(None, gt=0)  # UTC calendar month
 
 
 class LimitStoreKind(StrEnum):

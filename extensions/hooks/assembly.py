@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from extensions.access.budgets import Budgets
 from extensions.access.grants import grants
 from extensions.access.keys import KeyVerifier
 from extensions.access.limits import Limiter, LimitStore
@@ -81,6 +82,22 @@ def build_limiter(config: GatewayConfig) -> Limiter | None:
     return Limiter(store, by_alias)
 
 
+def build_budgets(config: GatewayConfig) -> Budgets | None:
+    """Spend per key and team against their budgets, in Redis (shared) or in this process."""
+    from extensions.access.budgets import MemorySpend, RedisSpend, SpendStore, budgets_by_alias
+    from extensions.access.settings import LimitStoreKind, OnFailure
+    from extensions.backends.redis import RedisLink
+
+    by_alias = budgets_by_alias(config.access)
+    if not by_alias:
+        return None
+    settings = config.access.limits
+    store: SpendStore = MemorySpend()
+    if settings.store is LimitStoreKind.REDIS:
+        store = RedisSpend(RedisLink(config.redis), settings.on_redis_failure is OnFailure.OPEN)
+    return Budgets(store, by_alias)
+
+
 def build_gateway(
     gateway_yaml: Path, litellm_yaml: Path, master_key: str, environ: Mapping[str, str]
 ) -> tuple[GatewayCallback, GatewayAuth]:
@@ -105,5 +122,5 @@ def build_gateway(
     )
     caching = build_caching(config, encoder) if config.cache.enabled else None
     callback = GatewayCallback(config, routing, caching, grants(config.access),
-                               build_limiter(config))  # fmt: skip
+                               build_limiter(config), build_budgets(config))  # fmt: skip
     return callback, GatewayAuth(verifier)

@@ -163,7 +163,7 @@ class FastLane:
         if check(body) is not None:
             return False  # the pre-call hook answers 400
         request_id = f"req-{uuid.uuid4().hex}"
-        if not (await self.gateway.admit(caller, request_id)).allowed:
+        if await self.gateway.refusal(caller, request_id) is not None:
             return False  # the pre-call hook checks again and answers 429 / 503
         ADMITTED.set(request_id)  # a forwarded request is released by LiteLLM's log events
         if path in EMBEDDING_PATHS:

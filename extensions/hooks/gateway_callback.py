@@ -12,6 +12,7 @@ cache, then the model. Cache hits and the router's own answers become
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextvars import ContextVar
@@ -21,8 +22,9 @@ from typing import Any
 from litellm.integrations.custom_logger import CustomLogger
 from litellm.proxy._types import ProxyException
 
+from extensions.access.budgets import Budgets, BudgetStoreUnavailable, BudgetVerdict
 from extensions.access.grants import UNLIMITED, Grant
-from extensions.access.limits import ALLOWED, Limiter, Verdict
+from extensions.access.limits import Limiter, Verdict
 from extensions.cache.service import Entry, Outcome
 from extensions.config.schema import GatewayConfig
 from extensions.hooks.caching import (
@@ -77,6 +79,16 @@ def _limited(verdict: Verdict) -> ProxyException:
                 f"Retry after {verdict.retry_after_s} s.",
         type="rate_limit_error", param=None, code=429,
         headers={"retry-after": str(verdict.retry_after_s)},
+    )  # fmt: skip
+
+
+def _over_budget(v: BudgetVerdict, now: float) -> ProxyException:
+    assert v.resets_at is not None
+    wait = max(1, int(v.resets_at.timestamp() - now))
+    return ProxyException(
+        message=f"The {v.period} budget of {v.subject} (${v.budget_usd:.2f}) is used up "
+                f"(${v.spent_usd:.4f} spent); it resets at {v.resets_at:%Y-%m-%dT%H:%M:%SZ}.",
+        type="budget_exceeded", param=None, code=429, headers={"retry-after": str(wait)},
     )  # fmt: skip
 
 
@@ -148,6 +160,7 @@ class GatewayCallback(CustomLogger):  # type: ignore[misc]
         caching: CachingHook | None = None,
         grants: Mapping[str, Grant] | None = None,
         limiter: Limiter | None = None,
+        budgets: Budgets | None = None,
     ) -> None:
         super().__init__()
         self.config = config
@@ -155,19 +168,37 @@ class GatewayCallback(CustomLogger):  # type: ignore[misc]
         self.caching = caching
         self.grants = dict(grants or {})
         self.limiter = limiter
+        self.budgets = budgets
 
-    async def admit(self, caller: Caller, request_id: str) -> Verdict:
-        """Count the request against its key's and team's limits (fail-closed by default)."""
-        if self.limiter is None or caller.key_id == MASTER_TOKEN:
-            return ALLOWED
-        return await self.limiter.admit(caller.alias, request_id)
+    @property
+    def metered(self) -> bool:
+        return self.limiter is not None or self.budgets is not None
 
-    async def finished(self, alias: str | None, request_id: str, tokens: int = 0) -> None:
-        """The request is over: free its parallel slot and count its tokens."""
-        if self.limiter is None:
-            return
-        await self.limiter.release(alias, request_id)
-        await self.limiter.charge_tokens(alias, tokens)
+    async def refusal(self, caller: Caller, request_id: str) -> ProxyException | None:
+        """Budgets, then limits (counting the request if it passes); None = admitted."""
+        if caller.key_id == MASTER_TOKEN:
+            return None
+        if self.budgets is not None:
+            try:
+                budget = await self.budgets.check(caller.alias)
+            except BudgetStoreUnavailable:
+                return _limited(Verdict(False, None, "unavailable", 5))
+            if not budget.allowed:
+                return _over_budget(budget, time.time())
+        if self.limiter is not None:
+            verdict = await self.limiter.admit(caller.alias, request_id)
+            if not verdict.allowed:
+                return _limited(verdict)
+        return None
+
+    async def finished(self, alias: str | None, request_id: str, tokens: int = 0,
+                       cost_usd: float = 0.0) -> None:  # fmt: skip
+        """The request is over: free its parallel slot, count its tokens and its cost."""
+        if self.limiter is not None:
+            await self.limiter.release(alias, request_id)
+            await self.limiter.charge_tokens(alias, tokens)
+        if self.budgets is not None:
+            await self.budgets.charge(alias, cost_usd)
 
     def grant(self, caller: Caller) -> Grant:
         """The master key may use everything; a gateway key what its entry allows."""
@@ -199,10 +230,10 @@ class GatewayCallback(CustomLogger):  # type: ignore[misc]
         admitted = ADMITTED.get()
         request_id = admitted or f"req-{uuid.uuid4().hex}"
         if admitted is None:  # the fast lane did not count it already
-            verdict = await self.admit(caller, request_id)
-            if not verdict.allowed:
-                raise _limited(verdict)
-        if self.limiter is not None and caller.key_id != MASTER_TOKEN:
+            refused = await self.refusal(caller, request_id)
+            if refused is not None:
+                raise refused
+        if self.metered and caller.key_id != MASTER_TOKEN:
             record = data.setdefault("metadata", {}).setdefault(META_KEY, {})
             record[LIMIT_META] = {"alias": caller.alias, "id": request_id}
         if call_type != "acompletion":
@@ -290,7 +321,8 @@ class GatewayCallback(CustomLogger):  # type: ignore[misc]
     ) -> None:
         record = kwargs.get("standard_logging_object") or {}
         log_prompt_cache(record)
-        await self._finish(kwargs, int(record.get("total_tokens") or 0))
+        await self._finish(kwargs, int(record.get("total_tokens") or 0),
+                           float(record.get("response_cost") or 0.0))  # fmt: skip
         pending = self._pending(kwargs)
         if pending is None or self.caching is None:
             return
@@ -316,14 +348,14 @@ class GatewayCallback(CustomLogger):  # type: ignore[misc]
         self, kwargs: dict[str, Any], response_obj: Any, start_time: Any, end_time: Any
     ) -> None:
         self._pending(kwargs)  # nothing to store: forget it
-        await self._finish(kwargs, 0)
+        await self._finish(kwargs, 0, 0.0)
 
-    async def _finish(self, kwargs: Mapping[str, Any], tokens: int) -> None:
+    async def _finish(self, kwargs: Mapping[str, Any], tokens: int, cost_usd: float) -> None:
         metadata = (kwargs.get("litellm_params") or {}).get("metadata") or {}
         record = metadata.get(META_KEY) if isinstance(metadata, Mapping) else None
         limit = (record or {}).get(LIMIT_META)
         if isinstance(limit, Mapping):
-            await self.finished(limit.get("alias"), str(limit.get("id")), tokens)
+            await self.finished(limit.get("alias"), str(limit.get("id")), tokens, cost_usd)
 
     def _pending(self, kwargs: Mapping[str, Any]) -> Pending | None:
         """The cache's pending store for a finished call, taken out of the waiting list."""

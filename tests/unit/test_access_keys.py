@@ -72,8 +72,8 @@ def write(tmp_path: Path, access_yaml: str) -> Path:
          "access.keys[0]: give exactly one of 'hash' (with 'key_id') or 'env'"),
         ("  keys:\n    - {alias: master, owner: o, env: K}\n",
          "the key alias 'master' is reserved"),
-        ("  teams:\n    t: {daily_budget_usd: 10}\n",
-         "access.teams.t.daily_budget_usd: unknown key"),
+        ("  teams:\n    t: {weekly_budget_usd: 10}\n",
+         "access.teams.t.weekly_budget_usd: unknown key"),
     ],
 )  # fmt: skip
 def test_bad_access_entries_name_the_path(tmp_path: Path, access_yaml: str, message: str) -> None:
