@@ -19,6 +19,8 @@ from tests.support.stack import NO_CACHE, Proxy, SimProvider, derive_gateway_con
 pytestmark = pytest.mark.integration
 
 KEY_A, KEY_B, KEY_SOLO = "sk-test-limit-a-11", "sk-test-limit-b-22", "sk-test-limit-solo-33"
+KEY_SPENDER = "sk-test-limit-spender-44"
+BUDGET_USD = 0.001  # a gpt-sim answer costs about $0.0004 at litellm.yaml's prices
 RPM = 4
 
 
@@ -32,13 +34,16 @@ def limited_config(tmp: Path, redis_url: str) -> Path:
                 {"alias": "a", "owner": "o", "team": "shared", "env": "TEST_LIMIT_A"},
                 {"alias": "b", "owner": "o", "team": "shared", "env": "TEST_LIMIT_B"},
                 {"alias": "solo", "owner": "o", "env": "TEST_LIMIT_SOLO", "rpm": RPM},
+                {"alias": "spender", "owner": "o", "env": "TEST_LIMIT_SPENDER",
+                 "daily_budget_usd": BUDGET_USD},
             ],
         }  # fmt: skip
 
     return derive_gateway_config(tmp, edit)
 
 
-ENV = {"TEST_LIMIT_A": KEY_A, "TEST_LIMIT_B": KEY_B, "TEST_LIMIT_SOLO": KEY_SOLO}
+ENV = {"TEST_LIMIT_A": KEY_A, "TEST_LIMIT_B": KEY_B, "TEST_LIMIT_SOLO": KEY_SOLO,
+       "TEST_LIMIT_SPENDER": KEY_SPENDER}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +64,15 @@ def limited_pair(
 
 @pytest.fixture
 def fresh_window(limit_redis: RedisServer) -> None:
-    """Start each test with empty counters (a new minute would do the same)."""
+    """Empty counters, and at least 20 s left in the current minute (limits count per
+    calendar minute: a test must not straddle two windows)."""
+    import time
+
     import redis
 
+    into_minute = time.time() % 60
+    if into_minute > 40:
+        time.sleep(60.5 - into_minute)
     redis.Redis.from_url(limit_redis.url).flushdb()
 
 
@@ -125,3 +136,25 @@ async def test_redis_down_fails_closed(
         limit_redis.start()
     await asyncio.sleep(0.7)
     assert await attempt(one, KEY_SOLO) == "200"
+
+
+async def test_budget_exhausted_on_one_proxy_refuses_on_both(
+    limited_pair: tuple[Proxy, Proxy], fresh_window: None
+) -> None:
+    one, two = limited_pair
+    answered = 0
+    for _ in range(10):
+        try:
+            await chat(As(one, KEY_SPENDER), "gpt-sim", unique("spend"), extra_body=NO_CACHE)
+        except openai.RateLimitError as exc:
+            message = str(exc)
+            assert "daily budget of key:spender ($0.00)" in message and "resets at" in message
+            assert int(exc.response.headers["retry-after"]) >= 1
+            break
+        answered += 1
+        await asyncio.sleep(0.3)  # spend is charged when LiteLLM logs the answer
+    else:
+        pytest.fail("the budget never ran out")
+    assert 2 <= answered <= 4
+    with pytest.raises(openai.RateLimitError):
+        await chat(As(two, KEY_SPENDER), "gpt-sim", unique("spend elsewhere"), extra_body=NO_CACHE)
