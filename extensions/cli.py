@@ -119,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     nk.add_argument("--team", help="a team of access.teams")
     nk.add_argument("--models", nargs="+", help="allowed model groups / routers ('*' ok)")
 
+    us = sub.add_parser("usage", help="usage per key, team and model (asks a running gateway)")
+    us.add_argument("--url", default="http://127.0.0.1:4000")
+    us.add_argument("--key", help="the master key (default: LITELLM_MASTER_KEY)")
+    us.add_argument("--day", help="YYYY-MM-DD (UTC; default: today)")
+    us.add_argument("--json", action="store_true", help="print the JSON report")
+
     check = sub.add_parser("check-config", help="validate config/gateway.yaml and exit")
     check.add_argument("--gateway-config", type=Path, default=DEFAULT_GATEWAY_CONFIG)
     check.add_argument("--config", type=Path, default=DEFAULT_LITELLM_CONFIG)
@@ -138,6 +144,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from extensions.router.commands import eval_router
 
             return eval_router(args)
+        if args.command == "usage":
+            from extensions.access.commands import usage_command
+
+            return usage_command(args)
         if args.command == "new-key":
             from extensions.access.commands import new_key_command
 

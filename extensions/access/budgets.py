@@ -125,6 +125,25 @@ class Budgets:
                                      month_end)  # fmt: skip
         return OK
 
+    async def remaining(self) -> dict[str, dict[str, Any]]:
+        """Per subject: budget, spent and left, today and this month."""
+        subjects = {b.subject: b for budgets in self._by_alias.values() for b in budgets}
+        day, month, day_end, month_end = periods(self._clock())
+        names = [n for s in subjects for n in (f"{s}:d:{day}", f"{s}:m:{month}")]
+        spent = await self.store.spent(names) if names else []
+        out: dict[str, dict[str, Any]] = {}
+        for i, (subject, b) in enumerate(subjects.items()):
+            row: dict[str, Any] = {}
+            for period, budget, used, ends in (("daily", b.daily_usd, spent[2 * i], day_end),
+                                               ("monthly", b.monthly_usd, spent[2 * i + 1],
+                                                month_end)):  # fmt: skip
+                if budget is not None:
+                    row[period] = {"budget_usd": budget, "spent_usd": round(used, 6),
+                                   "left_usd": round(max(0.0, budget - used), 6),
+                                   "resets_at": f"{ends:%Y-%m-%dT%H:%M:%SZ}"}  # fmt: skip
+            out[subject] = row
+        return out
+
     async def charge(self, alias: str | None, usd: float) -> None:
         budgets = self._by_alias.get(alias or "", [])
         if not budgets or usd <= 0:

@@ -42,11 +42,13 @@ class Entry:
     intent: str | None
     model_group: str | None
     created: float
+    cost_usd: float = 0.0  # what the answer cost when it was made: a hit saves this
 
     def to_bytes(self) -> bytes:
         return json.dumps({"v": ENTRY_FORMAT, "response": self.response, "query": self.query,
                            "intent": self.intent, "model_group": self.model_group,
-                           "created": self.created}, separators=(",", ":")).encode()  # fmt: skip
+                           "created": self.created, "cost_usd": self.cost_usd},
+                          separators=(",", ":")).encode()  # fmt: skip
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> Entry | None:
@@ -57,7 +59,7 @@ class Entry:
         if not isinstance(d, dict) or d.get("v") != ENTRY_FORMAT:
             return None
         return cls(d["response"], d["query"], d.get("intent"), d.get("model_group"),
-                   float(d["created"]))  # fmt: skip
+                   float(d["created"]), float(d.get("cost_usd") or 0.0))  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ from extensions.access.budgets import Budgets
 from extensions.access.grants import grants
 from extensions.access.keys import KeyVerifier
 from extensions.access.limits import Limiter, LimitStore
+from extensions.access.usage import Usage
+from extensions.backends.redis import RedisLink
 from extensions.config.errors import ConfigError
 from extensions.config.loader import litellm_model_groups, load_gateway_config
 from extensions.config.schema import GatewayConfig
@@ -35,9 +37,10 @@ def build_routing(config: GatewayConfig, base_dir: Path, encoder: BatchingEncode
     return RoutingHook(RouterEngine(routers, encoder, llm), HandoffDispatcher(sinks))
 
 
-def build_caching(config: GatewayConfig, encoder: BatchingEncoder | None) -> CachingHook:
+def build_caching(
+    config: GatewayConfig, encoder: BatchingEncoder | None, link: RedisLink | None
+) -> CachingHook:
     """The response cache on the configured tier (memory, or memory in front of Redis)."""
-    from extensions.backends.redis import RedisLink
     from extensions.cache.policy import NOT_CACHEABLE, CacheabilityClassifier
     from extensions.cache.service import ResponseCache
     from extensions.cache.settings import Tier
@@ -50,7 +53,7 @@ def build_caching(config: GatewayConfig, encoder: BatchingEncoder | None) -> Cac
     store: Store = memory
     index: VectorIndex | None = None
     if settings.tier is Tier.SHARED:
-        link = RedisLink(config.redis)
+        assert link is not None  # the schema requires redis.url for the shared tier
         store = TieredStore(memory, RedisStore(link))
         if settings.semantic.enabled:
             index = RedisVectorIndex(link, settings.memory.max_entries * 10)
@@ -66,11 +69,10 @@ def build_caching(config: GatewayConfig, encoder: BatchingEncoder | None) -> Cac
     return CachingHook(ResponseCache(settings, store, index), encoder, config.routers, classifier)
 
 
-def build_limiter(config: GatewayConfig) -> Limiter | None:
+def build_limiter(config: GatewayConfig, link: RedisLink | None) -> Limiter | None:
     """Key and team limits, counted in Redis (shared) or in this process."""
     from extensions.access.limits import MemoryLimits, RedisLimits, subject_limits
     from extensions.access.settings import LimitStoreKind, OnFailure
-    from extensions.backends.redis import RedisLink
 
     by_alias = subject_limits(config.access)
     if not by_alias:
@@ -78,15 +80,15 @@ def build_limiter(config: GatewayConfig) -> Limiter | None:
     settings = config.access.limits
     store: LimitStore = MemoryLimits()
     if settings.store is LimitStoreKind.REDIS:
-        store = RedisLimits(RedisLink(config.redis), settings.on_redis_failure is OnFailure.OPEN)
+        assert link is not None
+        store = RedisLimits(link, settings.on_redis_failure is OnFailure.OPEN)
     return Limiter(store, by_alias)
 
 
-def build_budgets(config: GatewayConfig) -> Budgets | None:
+def build_budgets(config: GatewayConfig, link: RedisLink | None) -> Budgets | None:
     """Spend per key and team against their budgets, in Redis (shared) or in this process."""
     from extensions.access.budgets import MemorySpend, RedisSpend, SpendStore, budgets_by_alias
     from extensions.access.settings import LimitStoreKind, OnFailure
-    from extensions.backends.redis import RedisLink
 
     by_alias = budgets_by_alias(config.access)
     if not by_alias:
@@ -94,8 +96,20 @@ def build_budgets(config: GatewayConfig) -> Budgets | None:
     settings = config.access.limits
     store: SpendStore = MemorySpend()
     if settings.store is LimitStoreKind.REDIS:
-        store = RedisSpend(RedisLink(config.redis), settings.on_redis_failure is OnFailure.OPEN)
+        assert link is not None
+        store = RedisSpend(link, settings.on_redis_failure is OnFailure.OPEN)
     return Budgets(store, by_alias)
+
+
+def build_usage(config: GatewayConfig, link: RedisLink | None) -> Usage:
+    """Usage counters next to the limits: in Redis when they are, else in this process."""
+    from extensions.access.settings import LimitStoreKind
+    from extensions.access.usage import MemoryUsage, RedisUsage
+
+    if config.access.limits.store is LimitStoreKind.REDIS:
+        assert link is not None
+        return Usage(RedisUsage(link))
+    return Usage(MemoryUsage())
 
 
 def build_gateway(
@@ -120,7 +134,9 @@ def build_gateway(
     routing = (
         build_routing(config, gateway_yaml.parent, encoder) if config.routers and encoder else None
     )
-    caching = build_caching(config, encoder) if config.cache.enabled else None
+    link = RedisLink(config.redis) if config.redis.url else None  # one connection pool
+    caching = build_caching(config, encoder, link) if config.cache.enabled else None
     callback = GatewayCallback(config, routing, caching, grants(config.access),
-                               build_limiter(config), build_budgets(config))  # fmt: skip
+                               build_limiter(config, link), build_budgets(config, link),
+                               build_usage(config, link))  # fmt: skip
     return callback, GatewayAuth(verifier)

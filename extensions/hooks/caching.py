@@ -249,7 +249,8 @@ class CachingHook:
     def pending(self, token: str | None) -> Pending | None:
         return self._pending.pop(token, None) if token else None
 
-    async def stored(self, pending: Pending, response: Any, model_group: str | None) -> bool:
+    async def stored(self, pending: Pending, response: Any, model_group: str | None,
+                     cost_usd: float = 0.0) -> bool:  # fmt: skip
         """Store a complete answer; False when it is not one we keep."""
         if not pending.ticket.plan.store:
             return False
@@ -263,7 +264,8 @@ class CachingHook:
         usage = body.get("usage") or {}
         if int(usage.get("completion_tokens") or 0) > self.settings.rules.max_tokens_cached:
             return False
-        entry = Entry(body, pending.ticket.key.query, pending.intent, model_group, time.time())
+        entry = Entry(body, pending.ticket.key.query, pending.intent, model_group, time.time(),
+                      cost_usd)  # fmt: skip
         vector = pending.vector if self.settings.semantic.enabled else None
         try:
             await self.cache.put(pending.ticket.key, vector, entry, pending.ttl_s)

@@ -21,7 +21,10 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+from urllib.parse import parse_qs
 
+from extensions.access.keys import Role
+from extensions.access.usage import Charge
 from extensions.hooks.auth import GatewayAuth, to_litellm_auth
 from extensions.hooks.caching import text_chunks
 from extensions.hooks.gateway_callback import (
@@ -40,6 +43,7 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
+USAGE_PATH = "/gateway/usage"
 CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
 EMBEDDING_PATHS = frozenset({"/v1/embeddings", "/embeddings"})
 MAX_BODY = 4 * 1024 * 1024  # larger bodies go straight to LiteLLM
@@ -119,6 +123,9 @@ class FastLane:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
+        if scope["type"] == "http" and path == USAGE_PATH and scope.get("method") == "GET":
+            await self._usage(scope, send)
+            return
         if (
             scope["type"] != "http"
             or scope.get("method") != "POST"
@@ -166,12 +173,16 @@ class FastLane:
         if await self.gateway.refusal(caller, request_id) is not None:
             return False  # the pre-call hook checks again and answers 429 / 503
         ADMITTED.set(request_id)  # a forwarded request is released by LiteLLM's log events
+        requested = body["model"]
         if path in EMBEDDING_PATHS:
             handled = await self._embeddings(scope, body, caller, replay, send)
         else:
             handled = await self._chat(scope, body, caller, send)
         if handled:
-            await self.gateway.finished(caller.alias, request_id)
+            cache = _gateway_meta(body).get("cache") or {}
+            charge = Charge(caller.alias or "", caller.team, requested,
+                            saved_usd=float(cache.get("saved_usd") or 0.0))  # fmt: skip
+            await self.gateway.finished(request_id, charge)
         return handled
 
     async def _chat(self, scope: Scope, body: dict[str, Any], caller: Caller,
@@ -210,6 +221,22 @@ class FastLane:
             return True
         await self.app(scope, replay, _capturing(send, key, caching))
         return True
+
+    async def _usage(self, scope: Scope, send: Send) -> None:
+        """``GET /gateway/usage[?day=YYYY-MM-DD]``: operators only (the master key)."""
+        presented = _header(scope, b"authorization")
+        principal = self.auth.verifier.verify(presented) if presented else None
+        if principal is None:
+            await self._send_json(send, 401, _error("Invalid or missing API key.",
+                                                    "authentication_error"), {})  # fmt: skip
+            return
+        if principal.role is not Role.OPERATOR:
+            await self._send_json(send, 403, _error("Usage is for operators (the master key).",
+                                                    "permission_denied"), {})  # fmt: skip
+            return
+        query = parse_qs((scope.get("query_string") or b"").decode())
+        day = (query.get("day") or [None])[0]
+        await self._send_json(send, 200, await self.gateway.usage_report(day), {})
 
     @staticmethod
     async def _send_json(send: Send, status: int, body: Any, extra: dict[str, str]) -> None:
@@ -255,6 +282,10 @@ def _capturing(send: Send, key: str, caching: Any) -> Send:
                 await caching.embedding_store(key, body)
 
     return wrapped
+
+
+def _error(message: str, kind: str) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": None, "code": None}}
 
 
 def install(app: Any, gateway: GatewayCallback, auth: GatewayAuth) -> None:

@@ -25,6 +25,7 @@ from litellm.proxy._types import ProxyException
 from extensions.access.budgets import Budgets, BudgetStoreUnavailable, BudgetVerdict
 from extensions.access.grants import UNLIMITED, Grant
 from extensions.access.limits import Limiter, Verdict
+from extensions.access.usage import Charge, MemoryUsage, Usage
 from extensions.cache.service import Entry, Outcome
 from extensions.config.schema import GatewayConfig
 from extensions.hooks.caching import (
@@ -161,6 +162,7 @@ class GatewayCallback(CustomLogger):  # type: ignore[misc]
         grants: Mapping[str, Grant] | None = None,
         limiter: Limiter | None = None,
         budgets: Budgets | None = None,
+        usage: Usage | None = None,
     ) -> None:
         super().__init__()
         self.config = config
@@ -169,6 +171,7 @@ class GatewayCallback(CustomLogger):  # type: ignore[misc]
         self.grants = dict(grants or {})
         self.limiter = limiter
         self.budgets = budgets
+        self.usage = usage or Usage(MemoryUsage())
 
     @property
     def metered(self) -> bool:
@@ -191,14 +194,24 @@ class GatewayCallback(CustomLogger):  # type: ignore[misc]
                 return _limited(verdict)
         return None
 
-    async def finished(self, alias: str | None, request_id: str, tokens: int = 0,
-                       cost_usd: float = 0.0) -> None:  # fmt: skip
-        """The request is over: free its parallel slot, count its tokens and its cost."""
-        if self.limiter is not None:
-            await self.limiter.release(alias, request_id)
-            await self.limiter.charge_tokens(alias, tokens)
+    async def usage_report(self, day: str | None) -> dict[str, Any]:
+        """Usage by key, team and model for a UTC day, with what is left of each budget."""
+        report = await self.usage.report(day)
         if self.budgets is not None:
-            await self.budgets.charge(alias, cost_usd)
+            report["budgets"] = await self.budgets.remaining()
+        return report
+
+    async def finished(self, request_id: str, charge: Charge) -> None:
+        """The request is over: free its parallel slot, count its tokens, cost and savings."""
+        if self.limiter is not None:
+            await self.limiter.release(charge.alias, request_id)
+            await self.limiter.charge_tokens(charge.alias, charge.tokens)
+        if self.budgets is not None:
+            await self.budgets.charge(charge.alias, charge.spend_usd)
+        try:
+            await self.usage.record(charge)
+        except Exception:
+            logger.warning("usage accounting failed", exc_info=True)
 
     def grant(self, caller: Caller) -> Grant:
         """The master key may use everything; a gateway key what its entry allows."""
@@ -233,9 +246,9 @@ class GatewayCallback(CustomLogger):  # type: ignore[misc]
             refused = await self.refusal(caller, request_id)
             if refused is not None:
                 raise refused
-        if self.metered and caller.key_id != MASTER_TOKEN:
-            record = data.setdefault("metadata", {}).setdefault(META_KEY, {})
-            record[LIMIT_META] = {"alias": caller.alias, "id": request_id}
+        record = data.setdefault("metadata", {}).setdefault(META_KEY, {})
+        record[LIMIT_META] = {"alias": caller.alias, "team": caller.team, "id": request_id,
+                              "model": data.get("model")}  # fmt: skip
         if call_type != "acompletion":
             return data
         forwarded = FORWARDED.get()
@@ -284,7 +297,7 @@ class GatewayCallback(CustomLogger):  # type: ignore[misc]
             if entry.model_group:
                 data["model"] = entry.model_group
         data["mock_response"] = served_response(entry, ticket.target)
-        self.caching.record(data, outcome, None, info)
+        self.caching.record(data, outcome, None, {**info, "saved_usd": entry.cost_usd})
 
     async def async_post_call_streaming_iterator_hook(
         self, user_api_key_dict: Any, response: AsyncIterator[Any], request_data: dict[str, Any]
@@ -326,8 +339,9 @@ class GatewayCallback(CustomLogger):  # type: ignore[misc]
         pending = self._pending(kwargs)
         if pending is None or self.caching is None:
             return
-        group = (kwargs.get("standard_logging_object") or {}).get("model_group")
-        stored = await self.caching.stored(pending, response_obj, group)
+        record = kwargs.get("standard_logging_object") or {}
+        stored = await self.caching.stored(pending, response_obj, record.get("model_group"),
+                                           float(record.get("response_cost") or 0.0))  # fmt: skip
         if pending.shadow is not None:
             await self._log_shadow(pending.shadow, pending.shadow_similarity, response_obj)
         logger.debug("cache store %s: %s", pending.ticket.key.exact[:12], stored)
@@ -355,7 +369,10 @@ class GatewayCallback(CustomLogger):  # type: ignore[misc]
         record = metadata.get(META_KEY) if isinstance(metadata, Mapping) else None
         limit = (record or {}).get(LIMIT_META)
         if isinstance(limit, Mapping):
-            await self.finished(limit.get("alias"), str(limit.get("id")), tokens, cost_usd)
+            saved = float(((record or {}).get(CACHE_META) or {}).get("saved_usd") or 0.0)
+            charge = Charge(str(limit.get("alias")), limit.get("team"), str(limit.get("model")),
+                            tokens, cost_usd, saved)  # fmt: skip
+            await self.finished(str(limit.get("id")), charge)
 
     def _pending(self, kwargs: Mapping[str, Any]) -> Pending | None:
         """The cache's pending store for a finished call, taken out of the waiting list."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -105,3 +107,36 @@ async def test_semantic_hits_stay_inside_a_team(
     _, h, _ = await chat(As(teams_gateway, SUPPORT_KEY_2), "gpt-sim", paraphrase)
     assert h["x-gateway-cache"] == "HIT_SEMANTIC"
     assert clean_sim.stats()["total"] == 2
+
+
+async def test_usage_endpoint_is_for_operators_and_adds_up(
+    teams_gateway: Proxy, clean_sim: SimProvider
+) -> None:
+    import httpx
+
+    url = f"{teams_gateway.base_url}/gateway/usage"
+    master = {"Authorization": f"Bearer {teams_gateway.master_key}"}
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(url)).status_code == 401
+        denied = await http.get(url, headers={"Authorization": f"Bearer {RESEARCH_KEY}"})
+        assert denied.status_code == 403
+        assert denied.json()["error"]["type"] == "permission_denied"
+        before = (await http.get(url, headers=master)).json()
+        row = before["key"].get("research-app", {"requests": 0, "saved_usd": 0.0})
+        text = unique("What is a content delivery network")
+        for _ in range(2):  # a miss (spend) then a hit (saving the same amount)
+            await chat(As(teams_gateway, RESEARCH_KEY), "gpt-sim", text)
+        await asyncio.sleep(0.5)  # spend is counted when LiteLLM logs the answer
+        report = (await http.get(url, headers=master)).json()
+    key = report["key"]["research-app"]
+    assert key["requests"] == row["requests"] + 2
+    assert key["saved_usd"] > row["saved_usd"] and key["spend_usd"] > 0
+    assert report["team"]["research"]["requests"] >= 2
+    assert report["model"]["gpt-sim"]["requests"] >= 2
+    cli = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "extensions.cli", "usage", "--url", teams_gateway.base_url,
+        "--key", teams_gateway.master_key, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, _ = await cli.communicate()
+    assert cli.returncode == 0
+    assert "research-app" in out.decode() and "requests" in out.decode()

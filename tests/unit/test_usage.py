@@ -1,0 +1,24 @@
+"""Usage counters by key, team and model (in-process store)."""
+
+from __future__ import annotations
+
+import pytest
+
+from extensions.access.usage import Charge, MemoryUsage, Usage
+
+pytestmark = pytest.mark.unit
+
+
+async def test_usage_adds_up_per_key_team_and_model() -> None:
+    usage = Usage(MemoryUsage(), clock=lambda: 0.0)
+    await usage.record(Charge("a", "t", "gpt-sim", tokens=100, spend_usd=0.002))
+    await usage.record(Charge("b", "t", "gpt-sim", saved_usd=0.002))
+    await usage.record(Charge("a", "t", "claude-sim", tokens=50, spend_usd=0.001))
+    report = await usage.report()
+    assert report["day"] == "1970-01-01"
+    assert report["key"]["a"] == {"requests": 2, "tokens": 150, "spend_usd": 0.003,
+                                  "saved_usd": 0.0}  # fmt: skip
+    assert report["key"]["b"]["saved_usd"] == 0.002 and report["key"]["b"]["requests"] == 1
+    assert report["team"]["t"]["requests"] == 3
+    assert report["model"]["gpt-sim"]["requests"] == 2
+    assert (await usage.report("2020-01-01"))["key"] == {}
