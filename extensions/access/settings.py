@@ -79,8 +79,15 @@ class Key(Limits):
         return self
 
 
+class Savings(StrictModel):
+    """How the cost of answers given without a model call is estimated (for savings)."""
+
+    assumed_completion_tokens: int = Field(200, ge=0, le=100_000)
+
+
 class Access(StrictModel):
     limits: LimitSettings = LimitSettings()
+    savings: Savings = Savings()
     teams: dict[str, Team] = {}
     keys: list[Key] = []
 

@@ -106,3 +106,23 @@ class Usage:
             row = out[kind].setdefault(name, dict.fromkeys(METRICS, 0.0))
             row[metric] = round(value, 6) if metric.endswith("usd") else int(value)
         return out
+
+
+@dataclass(frozen=True)
+class SavingsEstimate:
+    """What a model call would have cost: for answers the gateway gave without one.
+
+    Prompt tokens are estimated from the characters sent (4 per token), completion
+    tokens are ``assumed_completion_tokens``; prices are litellm.yaml's ``model_info``.
+    """
+
+    prices: Mapping[str, tuple[float, float]]
+    assumed_completion_tokens: int
+
+    def usd(self, model: str, messages: object) -> float:
+        price = self.prices.get(model)
+        if price is None:
+            return 0.0
+        chars = sum(len(str(m.get("content") or "")) for m in messages
+                    if isinstance(m, Mapping)) if isinstance(messages, list) else 0  # fmt: skip
+        return price[0] * (chars / 4) + price[1] * self.assumed_completion_tokens

@@ -77,6 +77,19 @@ def substitute_env(
     return value
 
 
+def litellm_prices(path: Path | str) -> dict[str, tuple[float, float]]:
+    """USD per input and per output token of each model group (its first priced deployment)."""
+    entries = read_yaml_mapping(Path(path)).get("model_list") or []
+    prices: dict[str, tuple[float, float]] = {}
+    for e in entries if isinstance(entries, list) else []:
+        info = e.get("model_info") if isinstance(e, dict) else None
+        if not isinstance(info, dict) or "input_cost_per_token" not in info:
+            continue
+        price = (float(info["input_cost_per_token"]), float(info.get("output_cost_per_token", 0)))
+        prices.setdefault(str(e["model_name"]), price)
+    return prices
+
+
 def load_gateway_config(
     path: Path | str,
     model_groups: Set[str] | None = None,

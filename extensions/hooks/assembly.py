@@ -9,10 +9,10 @@ from extensions.access.budgets import Budgets
 from extensions.access.grants import grants
 from extensions.access.keys import KeyVerifier
 from extensions.access.limits import Limiter, LimitStore
-from extensions.access.usage import Usage
+from extensions.access.usage import SavingsEstimate, Usage
 from extensions.backends.redis import RedisLink
 from extensions.config.errors import ConfigError
-from extensions.config.loader import litellm_model_groups, load_gateway_config
+from extensions.config.loader import litellm_model_groups, litellm_prices, load_gateway_config
 from extensions.config.schema import GatewayConfig
 from extensions.embedding.encoder import BatchingEncoder
 from extensions.hooks.auth import GatewayAuth
@@ -117,6 +117,8 @@ def build_gateway(
 ) -> tuple[GatewayCallback, GatewayAuth]:
     """The callback and the auth check for one proxy worker; raises ``ConfigError``."""
     config = load_gateway_config(gateway_yaml, litellm_model_groups(litellm_yaml), environ)
+    savings = SavingsEstimate(litellm_prices(litellm_yaml),
+                              config.access.savings.assumed_completion_tokens)  # fmt: skip
     if not master_key:
         raise ConfigError("environment", ["LITELLM_MASTER_KEY must be set (the operators' key)"])
     verifier, problems = KeyVerifier.build(master_key, config.access, environ)
@@ -138,5 +140,5 @@ def build_gateway(
     caching = build_caching(config, encoder, link) if config.cache.enabled else None
     callback = GatewayCallback(config, routing, caching, grants(config.access),
                                build_limiter(config, link), build_budgets(config, link),
-                               build_usage(config, link))  # fmt: skip
+                               build_usage(config, link), savings)  # fmt: skip
     return callback, GatewayAuth(verifier)

@@ -179,9 +179,8 @@ class FastLane:
         else:
             handled = await self._chat(scope, body, caller, send)
         if handled:
-            cache = _gateway_meta(body).get("cache") or {}
-            charge = Charge(caller.alias or "", caller.team, requested,
-                            saved_usd=float(cache.get("saved_usd") or 0.0))  # fmt: skip
+            saved = float(_gateway_meta(body).get("saved_usd") or 0.0)
+            charge = Charge(caller.alias or "", caller.team, requested, saved_usd=saved)
             await self.gateway.finished(request_id, charge)
         return handled
 

@@ -25,7 +25,7 @@ from litellm.proxy._types import ProxyException
 from extensions.access.budgets import Budgets, BudgetStoreUnavailable, BudgetVerdict
 from extensions.access.grants import UNLIMITED, Grant
 from extensions.access.limits import Limiter, Verdict
-from extensions.access.usage import Charge, MemoryUsage, Usage
+from extensions.access.usage import Charge, MemoryUsage, SavingsEstimate, Usage
 from extensions.cache.service import Entry, Outcome
 from extensions.config.schema import GatewayConfig
 from extensions.hooks.caching import (
@@ -163,6 +163,7 @@ class GatewayCallback(CustomLogger):  # type: ignore[misc]
         limiter: Limiter | None = None,
         budgets: Budgets | None = None,
         usage: Usage | None = None,
+        savings: SavingsEstimate | None = None,
     ) -> None:
         super().__init__()
         self.config = config
@@ -172,6 +173,7 @@ class GatewayCallback(CustomLogger):  # type: ignore[misc]
         self.limiter = limiter
         self.budgets = budgets
         self.usage = usage or Usage(MemoryUsage())
+        self.savings = savings
 
     @property
     def metered(self) -> bool:
@@ -284,7 +286,11 @@ class GatewayCallback(CustomLogger):  # type: ignore[misc]
                 self._serve(data, ticket, entry, outcome, info, routes)
                 return True
             self.caching.record(data, outcome, ticket, info)
-        return "mock_response" in data
+        ready = "mock_response" in data
+        if ready and routed is not None and self.savings is not None:  # the router answered
+            saved = self.savings.usd(str(data.get("model")), data.get("messages"))
+            data.setdefault("metadata", {}).setdefault(META_KEY, {})["saved_usd"] = saved
+        return ready
 
     def _serve(self, data: dict[str, Any], ticket: Ticket, entry: Entry, outcome: Outcome,
                info: dict[str, Any], routed: bool) -> None:  # fmt: skip
@@ -297,7 +303,8 @@ class GatewayCallback(CustomLogger):  # type: ignore[misc]
             if entry.model_group:
                 data["model"] = entry.model_group
         data["mock_response"] = served_response(entry, ticket.target)
-        self.caching.record(data, outcome, None, {**info, "saved_usd": entry.cost_usd})
+        self.caching.record(data, outcome, None, info)
+        data["metadata"][META_KEY]["saved_usd"] = entry.cost_usd
 
     async def async_post_call_streaming_iterator_hook(
         self, user_api_key_dict: Any, response: AsyncIterator[Any], request_data: dict[str, Any]
@@ -369,7 +376,7 @@ class GatewayCallback(CustomLogger):  # type: ignore[misc]
         record = metadata.get(META_KEY) if isinstance(metadata, Mapping) else None
         limit = (record or {}).get(LIMIT_META)
         if isinstance(limit, Mapping):
-            saved = float(((record or {}).get(CACHE_META) or {}).get("saved_usd") or 0.0)
+            saved = float((record or {}).get("saved_usd") or 0.0)
             charge = Charge(str(limit.get("alias")), limit.get("team"), str(limit.get("model")),
                             tokens, cost_usd, saved)  # fmt: skip
             await self.finished(str(limit.get("id")), charge)

@@ -140,3 +140,23 @@ async def test_usage_endpoint_is_for_operators_and_adds_up(
     out, _ = await cli.communicate()
     assert cli.returncode == 0
     assert "research-app" in out.decode() and "requests" in out.decode()
+
+
+async def test_router_answers_count_as_savings(
+    teams_gateway: Proxy, clean_sim: SimProvider
+) -> None:
+    import httpx
+
+    url = f"{teams_gateway.base_url}/gateway/usage"
+    master = {"Authorization": f"Bearer {teams_gateway.master_key}"}
+    async with httpx.AsyncClient() as http:
+        before = (await http.get(url, headers=master)).json()["key"].get("support-batch")
+        _, headers, _ = await chat(As(teams_gateway, SUPPORT_KEY_2), "support-bot",
+                                        "I forgot my password")  # fmt: skip
+        assert headers["x-gateway-action"] == "RESPOND"
+        after = (await http.get(url, headers=master)).json()["key"]["support-batch"]
+    saved_before = before["saved_usd"] if before else 0.0
+    spent_before = before["spend_usd"] if before else 0.0
+    assert after["saved_usd"] > saved_before  # what gpt-sim would have cost
+    assert after["spend_usd"] == spent_before
+    assert clean_sim.stats()["total"] == 0
