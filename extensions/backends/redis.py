@@ -14,6 +14,9 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from extensions.backends.settings import RedisSettings
@@ -27,9 +30,12 @@ class RedisLink:
         if not settings.url:
             raise ValueError("RedisLink needs redis.url")
         timeout = settings.socket_timeout_ms / 1000
+        # one immediate retry on a broken connection: after a Redis restart, pooled
+        # connections are dead, and the retry opens a fresh one instead of failing
         self.client: aioredis.Redis = aioredis.Redis.from_url(
             settings.url, socket_timeout=timeout, socket_connect_timeout=timeout,
             decode_responses=False, health_check_interval=0,
+            retry=Retry(NoBackoff(), 1), retry_on_error=[RedisConnectionError],
         )  # fmt: skip
         self.prefix = settings.key_prefix
         self._retry_after_s = settings.retry_after_s

@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from tests.integration.test_access import As
-from tests.integration.test_cache import chat, unique
+from tests.integration.test_cache import chat, stream, unique
 from tests.support.redis_server import RedisServer
 from tests.support.stack import NO_CACHE, Proxy, SimProvider, derive_gateway_config, proxy_pair
 
@@ -20,6 +20,7 @@ pytestmark = pytest.mark.integration
 
 KEY_A, KEY_B, KEY_SOLO = "sk-test-limit-a-11", "sk-test-limit-b-22", "sk-test-limit-solo-33"
 KEY_SPENDER = "sk-test-limit-spender-44"
+KEY_TOKENS = "sk-test-limit-tokens-55"
 BUDGET_USD = 0.001  # a gpt-sim answer costs about $0.0004 at litellm.yaml's prices
 RPM = 4
 
@@ -36,6 +37,7 @@ def limited_config(tmp: Path, redis_url: str) -> Path:
                 {"alias": "solo", "owner": "o", "env": "TEST_LIMIT_SOLO", "rpm": RPM},
                 {"alias": "spender", "owner": "o", "env": "TEST_LIMIT_SPENDER",
                  "daily_budget_usd": BUDGET_USD},
+                {"alias": "tokens", "owner": "o", "env": "TEST_LIMIT_TOKENS", "tpm": 30},
             ],
         }  # fmt: skip
 
@@ -43,7 +45,7 @@ def limited_config(tmp: Path, redis_url: str) -> Path:
 
 
 ENV = {"TEST_LIMIT_A": KEY_A, "TEST_LIMIT_B": KEY_B, "TEST_LIMIT_SOLO": KEY_SOLO,
-       "TEST_LIMIT_SPENDER": KEY_SPENDER}  # fmt: skip
+       "TEST_LIMIT_SPENDER": KEY_SPENDER, "TEST_LIMIT_TOKENS": KEY_TOKENS}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -158,3 +160,17 @@ async def test_budget_exhausted_on_one_proxy_refuses_on_both(
     assert 2 <= answered <= 4
     with pytest.raises(openai.RateLimitError):
         await chat(As(two, KEY_SPENDER), "gpt-sim", unique("spend elsewhere"), extra_body=NO_CACHE)
+
+
+async def test_tokens_per_minute_count_streamed_usage(
+    limited_pair: tuple[Proxy, Proxy], fresh_window: None
+) -> None:
+    """A streamed answer's tokens (about 40-80 here) use up a 30-token-per-minute key."""
+    one, two = limited_pair
+    pieces, _ = await stream(As(one, KEY_TOKENS), "gpt-sim", unique("tokens"),
+                             extra_body=NO_CACHE)  # fmt: skip
+    assert pieces
+    await asyncio.sleep(0.5)  # counted when LiteLLM logs the completed stream
+    with pytest.raises(openai.RateLimitError) as info:
+        await chat(As(two, KEY_TOKENS), "gpt-sim", unique("more tokens"), extra_body=NO_CACHE)
+    assert "tokens per minute" in str(info.value)

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 SECRETS = [
     TEST_MASTER_KEY, TEST_SIM_KEY, test_access.SUPPORT_KEY.key, test_access.SUPPORT_KEY_2,
     test_access.RESEARCH_KEY, test_limits.KEY_A, test_limits.KEY_B, test_limits.KEY_SOLO,
-    test_limits.KEY_SPENDER,
+    test_limits.KEY_SPENDER, test_limits.KEY_TOKENS,
 ]  # fmt: skip
 
 
