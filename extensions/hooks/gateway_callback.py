@@ -175,10 +175,6 @@ class GatewayCallback(CustomLogger):  # type: ignore[misc]
         self.usage = usage or Usage(MemoryUsage())
         self.savings = savings
 
-    @property
-    def metered(self) -> bool:
-        return self.limiter is not None or self.budgets is not None
-
     async def refusal(self, caller: Caller, request_id: str) -> ProxyException | None:
         """Budgets, then limits (counting the request if it passes); None = admitted."""
         if caller.key_id == MASTER_TOKEN:
