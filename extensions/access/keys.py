@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from extensions.access.settings import Access
@@ -89,12 +89,8 @@ class KeyVerifier:
     """Checks a presented key against the master key and the configured gateway keys."""
 
     master_digest: bytes
-    by_id: Mapping[str, StoredKey] = None  # type: ignore[assignment]
-    by_digest: Mapping[bytes, Principal] = None  # type: ignore[assignment]
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "by_id", dict(self.by_id or {}))
-        object.__setattr__(self, "by_digest", dict(self.by_digest or {}))
+    by_id: Mapping[str, StoredKey] = field(default_factory=dict)
+    by_digest: Mapping[bytes, Principal] = field(default_factory=dict)
 
     @classmethod
     def from_master_key(cls, master_key: str) -> KeyVerifier:

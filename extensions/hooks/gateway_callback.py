@@ -336,15 +336,13 @@ class GatewayCallback(CustomLogger):  # type: ignore[misc]
         self, kwargs: dict[str, Any], response_obj: Any, start_time: Any, end_time: Any
     ) -> None:
         record = kwargs.get("standard_logging_object") or {}
+        cost = float(record.get("response_cost") or 0.0)
         log_prompt_cache(record)
-        await self._finish(kwargs, int(record.get("total_tokens") or 0),
-                           float(record.get("response_cost") or 0.0))  # fmt: skip
+        await self._finish(kwargs, int(record.get("total_tokens") or 0), cost)
         pending = self._pending(kwargs)
         if pending is None or self.caching is None:
             return
-        record = kwargs.get("standard_logging_object") or {}
-        stored = await self.caching.stored(pending, response_obj, record.get("model_group"),
-                                           float(record.get("response_cost") or 0.0))  # fmt: skip
+        stored = await self.caching.stored(pending, response_obj, record.get("model_group"), cost)
         if pending.shadow is not None:
             await self._log_shadow(pending.shadow, pending.shadow_similarity, response_obj)
         logger.debug("cache store %s: %s", pending.ticket.key.exact[:12], stored)
@@ -368,11 +366,10 @@ class GatewayCallback(CustomLogger):  # type: ignore[misc]
         await self._finish(kwargs, 0, 0.0)
 
     async def _finish(self, kwargs: Mapping[str, Any], tokens: int, cost_usd: float) -> None:
-        metadata = (kwargs.get("litellm_params") or {}).get("metadata") or {}
-        record = metadata.get(META_KEY) if isinstance(metadata, Mapping) else None
-        limit = (record or {}).get(LIMIT_META)
+        record = _gateway_meta(kwargs.get("litellm_params") or {})
+        limit = record.get(LIMIT_META)
         if isinstance(limit, Mapping):
-            saved = float((record or {}).get("saved_usd") or 0.0)
+            saved = float(record.get("saved_usd") or 0.0)
             charge = Charge(str(limit.get("alias")), limit.get("team"), str(limit.get("model")),
                             tokens, cost_usd, saved)  # fmt: skip
             await self.finished(str(limit.get("id")), charge)
@@ -381,6 +378,5 @@ class GatewayCallback(CustomLogger):  # type: ignore[misc]
         """The cache's pending store for a finished call, taken out of the waiting list."""
         if self.caching is None:
             return None
-        metadata = (kwargs.get("litellm_params") or {}).get("metadata") or {}
-        record = metadata.get(META_KEY) if isinstance(metadata, Mapping) else None
-        return self.caching.pending(((record or {}).get(CACHE_META) or {}).get("token"))
+        record = _gateway_meta(kwargs.get("litellm_params") or {})
+        return self.caching.pending((record.get(CACHE_META) or {}).get("token"))
