@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -74,7 +75,24 @@ class ProxyLaunch:
         if self.sim_url:
             env.update(sim_provider_env(self.sim_url))
         env.update(self.extra_env)
+        env["PROMETHEUS_MULTIPROC_DIR"] = fresh_metrics_dir(env.get("PROMETHEUS_MULTIPROC_DIR"))
         return env
+
+
+def fresh_metrics_dir(configured: str | None) -> str:
+    """The folder where the workers write their Prometheus values, emptied for this start.
+
+    prometheus_client's multiprocess mode: every worker writes its own files and
+    ``/metrics`` adds them up, so the counters of all workers are one set. Values
+    left by an earlier run would be added too, hence the clean-up.
+    """
+    if not configured:
+        return tempfile.mkdtemp(prefix="gateway-metrics-")
+    folder = Path(configured)
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.db"):
+        old.unlink()
+    return str(folder)
 
 
 def sim_provider_env(sim_url: str) -> dict[str, str]:

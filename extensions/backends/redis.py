@@ -26,7 +26,12 @@ T = TypeVar("T")
 
 
 class RedisLink:
-    def __init__(self, settings: RedisSettings, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        settings: RedisSettings,
+        clock: Callable[[], float] = time.monotonic,
+        on_state: Callable[[bool], None] | None = None,
+    ):
         if not settings.url:
             raise ValueError("RedisLink needs redis.url")
         timeout = settings.socket_timeout_ms / 1000
@@ -43,6 +48,8 @@ class RedisLink:
         self._open_until = 0.0
         self.failures = 0  # calls that failed or were skipped because Redis was down
         self.outages = 0
+        self._on_state = on_state or (lambda up: None)  # told when Redis goes down / comes back
+        self._on_state(True)
 
     @property
     def available(self) -> bool:
@@ -61,11 +68,13 @@ class RedisLink:
                 self.outages += 1
                 logger.warning("Redis unavailable (%s: %s); bypassing it for %.1f s",
                                type(exc).__name__, exc, self._retry_after_s)  # fmt: skip
+                self._on_state(False)
             self._open_until = self._clock() + self._retry_after_s
             return fallback
         if self._open_until:
             logger.warning("Redis is back; shared caching resumes")
             self._open_until = 0.0
+            self._on_state(True)
         return result
 
     async def close(self) -> None:

@@ -36,4 +36,10 @@ def reference_problems(config: GatewayConfig, model_groups: Set[str]) -> list[st
         problems += model_problems(f"access.teams.{name}", team.models, targets_for_keys)
     for i, key in enumerate(config.access.keys):
         problems += model_problems(f"access.keys[{i}]", key.models, targets_for_keys)
+    routes = config.observability.request_log.content.routes
+    for i, route in enumerate(routes):
+        if route not in targets_for_keys:
+            problems.append(f"observability.request_log.content.routes[{i}]: unknown route "
+                            f"'{route}' (routers and model groups: "
+                            f"{', '.join(sorted(targets_for_keys))})")  # fmt: skip
     return problems

@@ -15,6 +15,7 @@ from extensions.backends.settings import RedisSettings
 from extensions.cache.settings import CacheSettings, Tier
 from extensions.config.base import StrictModel
 from extensions.embedding.settings import Embedding
+from extensions.observe.settings import Observability, TimelineStore
 from extensions.router.settings import HandoffSink, Router
 
 
@@ -35,6 +36,7 @@ class GatewayConfig(StrictModel):
     cache: CacheSettings = CacheSettings()
     handoff_sinks: dict[str, HandoffSink] = {}
     routers: dict[str, Router] = Field(default_factory=dict)
+    observability: Observability = Observability()
 
     @model_validator(mode="after")
     def _shared_tier_needs_redis(self) -> GatewayConfig:
@@ -51,5 +53,14 @@ class GatewayConfig(StrictModel):
             raise ValueError(
                 "access.limits.store is 'redis' but redis.url is not set (set redis.url, "
                 "or use store 'memory')"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _redis_timeline_needs_redis(self) -> GatewayConfig:
+        if self.observability.dashboard.store is TimelineStore.REDIS and not self.redis.url:
+            raise ValueError(
+                "observability.dashboard.store is 'redis' but redis.url is not set (set "
+                "redis.url, or use store 'memory')"
             )
         return self

@@ -19,6 +19,7 @@ from extensions.hooks.auth import GatewayAuth
 from extensions.hooks.caching import CachingHook
 from extensions.hooks.gateway_callback import GatewayCallback
 from extensions.hooks.routing import RoutingHook
+from extensions.observe.observer import Observer
 
 
 def build_routing(config: GatewayConfig, base_dir: Path, encoder: BatchingEncoder) -> RoutingHook:
@@ -112,11 +113,46 @@ def build_usage(config: GatewayConfig, link: RedisLink | None) -> Usage:
     return Usage(MemoryUsage())
 
 
+def build_observer(
+    config: GatewayConfig, routes: set[str], metrics_dir: str | None
+) -> tuple[Observer, RedisLink | None]:
+    """Request log, metrics and dashboard timeline; also the one Redis link (it reports
+    its state to the ``gateway_redis_up`` gauge)."""
+    from extensions.observe.metrics import GatewayMetrics
+    from extensions.observe.request_log import RequestLog
+    from extensions.observe.settings import TimelineStore
+    from extensions.observe.timeline import (
+        MemoryTimeline,
+        RedisTimeline,
+        Timeline,
+        TimelineRecorder,
+    )
+
+    settings = config.observability
+    metrics = GatewayMetrics(routes) if settings.metrics.enabled else None
+    on_state = None
+    if metrics is not None:
+        on_state = metrics.redis_up.set
+    link = RedisLink(config.redis, on_state=on_state) if config.redis.url else None
+    store: Timeline = MemoryTimeline()
+    if settings.dashboard.store is TimelineStore.REDIS:
+        assert link is not None  # the schema requires redis.url
+        store = RedisTimeline(link)
+    observer = Observer(settings, RequestLog(settings.request_log), metrics,
+                        TimelineRecorder(store), metrics_dir)  # fmt: skip
+    return observer, link
+
+
 def build_gateway(
-    gateway_yaml: Path, litellm_yaml: Path, master_key: str, environ: Mapping[str, str]
+    gateway_yaml: Path,
+    litellm_yaml: Path,
+    master_key: str,
+    environ: Mapping[str, str],
+    metrics_dir: str | None = None,
 ) -> tuple[GatewayCallback, GatewayAuth]:
     """The callback and the auth check for one proxy worker; raises ``ConfigError``."""
-    config = load_gateway_config(gateway_yaml, litellm_model_groups(litellm_yaml), environ)
+    model_groups = litellm_model_groups(litellm_yaml)
+    config = load_gateway_config(gateway_yaml, model_groups, environ)
     savings = SavingsEstimate(litellm_prices(litellm_yaml),
                               config.access.savings.assumed_completion_tokens)  # fmt: skip
     if not master_key:
@@ -136,9 +172,9 @@ def build_gateway(
     routing = (
         build_routing(config, gateway_yaml.parent, encoder) if config.routers and encoder else None
     )
-    link = RedisLink(config.redis) if config.redis.url else None  # one connection pool
+    observer, link = build_observer(config, model_groups | set(config.routers), metrics_dir)
     caching = build_caching(config, encoder, link) if config.cache.enabled else None
     callback = GatewayCallback(config, routing, caching, grants(config.access),
                                build_limiter(config, link), build_budgets(config, link),
-                               build_usage(config, link), savings)  # fmt: skip
+                               build_usage(config, link), savings, observer)  # fmt: skip
     return callback, GatewayAuth(verifier)

@@ -23,6 +23,7 @@ gateway_callback, _auth = build_gateway(
     litellm_yaml=Path(os.environ.get("GATEWAY_LITELLM_CONFIG") or REPO_CONFIG / "litellm.yaml"),
     master_key=os.environ.get("LITELLM_MASTER_KEY", ""),
     environ=os.environ,
+    metrics_dir=os.environ.get("PROMETHEUS_MULTIPROC_DIR"),  # set by the launcher
 )
 custom_auth = _auth.authenticate
 

@@ -30,11 +30,14 @@ from extensions.hooks.caching import text_chunks
 from extensions.hooks.gateway_callback import (
     ADMITTED,
     FORWARDED,
+    TRACE,
     Caller,
     Forwarded,
     GatewayCallback,
     _gateway_meta,
 )
+from extensions.hooks.routing import META_KEY
+from extensions.observe.dashboard import dashboard_page
 from extensions.protocol.validation import check_chat_request, check_embedding_request
 
 logger = logging.getLogger("gateway.fast_lane")
@@ -120,11 +123,21 @@ class FastLane:
         self.auth = auth
         self.answered = 0
         self.errors = 0
+        self.operator_paths = {USAGE_PATH: "usage"}
+        observer = gateway.observer
+        if observer is not None and observer.settings.metrics.enabled:
+            self.operator_paths[observer.settings.metrics.path] = "metrics"
+        if observer is not None and observer.settings.dashboard.enabled:
+            self.operator_paths[observer.settings.dashboard.path] = "dashboard"
+            self.operator_paths[observer.settings.dashboard.path + "/data"] = "dashboard-data"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] == "http" and path == USAGE_PATH and scope.get("method") == "GET":
-            await self._usage(scope, send)
+        observer = self.gateway.observer
+        if observer is not None and scope["type"] == "http":
+            observer.ensure_started()
+        if scope["type"] == "http" and scope.get("method") == "GET" and path in self.operator_paths:
+            await self._operator_page(path, scope, send)
             return
         if (
             scope["type"] != "http"
@@ -157,12 +170,16 @@ class FastLane:
     async def _handle(self, path: str, scope: Scope, raw: bytes, replay: Receive,
                       send: Send) -> bool:  # fmt: skip
         """True when the request was answered here."""
+        started = time.perf_counter()
+        TRACE.set({"t0": started})
         try:
             body = json.loads(raw)
         except ValueError:
             return False
         if not isinstance(body, dict) or not isinstance(body.get("model"), str):
             return False
+        if isinstance(body.get("metadata"), dict):
+            body["metadata"].pop(META_KEY, None)  # only the gateway writes its record
         caller = self._caller(scope)
         if caller is None or not self.gateway.grant(caller).allows(body["model"]):
             return False  # LiteLLM and the pre-call hook answer 401 / 403
@@ -174,6 +191,9 @@ class FastLane:
             return False  # the pre-call hook checks again and answers 429 / 503
         ADMITTED.set(request_id)  # a forwarded request is released by LiteLLM's log events
         requested = body["model"]
+        record = body.setdefault("metadata", {}).setdefault(META_KEY, {})
+        record.update(request_id=request_id, route=requested, stream=body.get("stream") is True,
+                      endpoint="embeddings" if path in EMBEDDING_PATHS else "chat")  # fmt: skip
         if path in EMBEDDING_PATHS:
             handled = await self._embeddings(scope, body, caller, replay, send)
         else:
@@ -186,23 +206,27 @@ class FastLane:
 
     async def _chat(self, scope: Scope, body: dict[str, Any], caller: Caller,
                     send: Send) -> bool:  # fmt: skip
-        started = time.perf_counter()
+        started = (TRACE.get() or {}).get("t0") or time.perf_counter()
         requested = body["model"]
         headers = {"cache-control": _header(scope, b"cache-control") or ""}
         ready = await self.gateway.prepare(body, caller, headers)
+        own_ms = (time.perf_counter() - started) * 1000
         if not ready:
+            self.gateway.own_time(body, "forwarded", own_ms)
             record = _gateway_meta(body)
             FORWARDED.set(Forwarded(requested, body["model"], body["messages"], record))
             return False
+        self.gateway.own_time(body, "fast_lane", own_ms)
         answer = body["mock_response"].model_dump()
         extra = self.gateway.response_headers(body, None)
-        extra["x-gateway-fast-lane-ms"] = f"{(time.perf_counter() - started) * 1000:.2f}"
+        extra["x-gateway-fast-lane-ms"] = f"{own_ms:.2f}"
         self.answered += 1
         if body.get("stream") is True:
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             await self._send_stream(send, sse_events(answer, include_usage), extra)
         else:
             await self._send_json(send, 200, answer, extra)
+        self.gateway.answered_record(body, caller, started, answer)
         return True
 
     async def _embeddings(self, scope: Scope, body: dict[str, Any], caller: Caller,
@@ -213,29 +237,65 @@ class FastLane:
         key = caching.embedding_key(body, caller.team, caller.key_id)
         if key is None:
             return False
+        started = (TRACE.get() or {}).get("t0") or time.perf_counter()
         hit = await caching.embedding_hit(key)
+        record = _gateway_meta(body)
+        record["cache"] = {"outcome": "HIT_EXACT" if hit is not None else "MISS"}
         if hit is not None:
             self.answered += 1
+            self.gateway.own_time(body, "fast_lane", (time.perf_counter() - started) * 1000)
             await self._send_json(send, 200, hit, {"x-gateway-cache": "HIT_EXACT"})
+            self.gateway.answered_record(body, caller, started, None)
             return True
+        TRACE.set({"t0": started, "cache": record["cache"]})  # for LiteLLM's log record
         await self.app(scope, replay, _capturing(send, key, caching))
         return True
 
-    async def _usage(self, scope: Scope, send: Send) -> None:
-        """``GET /gateway/usage[?day=YYYY-MM-DD]``: operators only (the master key)."""
-        presented = _header(scope, b"authorization")
-        principal = self.auth.verifier.verify(presented) if presented else None
-        if principal is None:
-            await self._send_json(send, 401, _error("Invalid or missing API key.",
-                                                    "authentication_error"), {})  # fmt: skip
+    async def _operator_page(self, path: str, scope: Scope, send: Send) -> None:
+        """Usage, metrics and the dashboard's data: operators only (the master key).
+
+        ``GET /gateway/usage[?day=YYYY-MM-DD]``, ``GET /metrics``, ``GET
+        /gateway/dashboard/data?window=hour|day``. The dashboard page itself is a
+        static shell with no data in it; its script fetches the data with the key.
+        """
+        what = self.operator_paths[path]
+        observer = self.gateway.observer
+        if what == "dashboard":
+            await self._send_bytes(send, 200, dashboard_page(), "text/html; charset=utf-8")
             return
-        if principal.role is not Role.OPERATOR:
-            await self._send_json(send, 403, _error("Usage is for operators (the master key).",
-                                                    "permission_denied"), {})  # fmt: skip
-            return
+        open_metrics = what == "metrics" and observer is not None and (
+            not observer.settings.metrics.require_master_key)  # fmt: skip
+        if not open_metrics:
+            presented = _header(scope, b"authorization")
+            principal = self.auth.verifier.verify(presented) if presented else None
+            if principal is None:
+                await self._send_json(send, 401, _error("Invalid or missing API key.",
+                                                        "authentication_error"), {})  # fmt: skip
+                return
+            if principal.role is not Role.OPERATOR:
+                await self._send_json(send, 403, _error("This is for operators (the master key).",
+                                                        "permission_denied"), {})  # fmt: skip
+                return
         query = parse_qs((scope.get("query_string") or b"").decode())
-        day = (query.get("day") or [None])[0]
-        await self._send_json(send, 200, await self.gateway.usage_report(day), {})
+        if what == "usage":
+            day = (query.get("day") or [None])[0]
+            await self._send_json(send, 200, await self.gateway.usage_report(day), {})
+            return
+        assert observer is not None
+        if what == "metrics":
+            page = await observer.exposition()
+            await self._send_bytes(send, 200, page, "text/plain; version=0.0.4; charset=utf-8")
+            return
+        window = (query.get("window") or ["hour"])[0]
+        await self._send_json(send, 200, await observer.dashboard_data(window), {})
+
+    @staticmethod
+    async def _send_bytes(send: Send, status: int, payload: bytes, content_type: str) -> None:
+        headers = [(b"content-type", content_type.encode()),
+                   (b"content-length", str(len(payload)).encode()),
+                   (b"cache-control", b"no-store")]  # fmt: skip
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
 
     @staticmethod
     async def _send_json(send: Send, status: int, body: Any, extra: dict[str, str]) -> None:
@@ -257,14 +317,15 @@ class FastLane:
 
 
 def _capturing(send: Send, key: str, caching: Any) -> Send:
-    """Pass LiteLLM's response through, keeping a successful JSON body to cache it."""
+    """Pass LiteLLM's response through, keeping a successful JSON body to cache it.
+
+    (Its ``x-gateway-cache: MISS`` header comes from the headers hook, via ``TRACE``.)
+    """
     state: dict[str, Any] = {"status": 0, "chunks": [], "size": 0}
 
     async def wrapped(message: Message) -> None:
         if message["type"] == "http.response.start":
             state["status"] = message["status"]
-            message = dict(message)
-            message["headers"] = [*message.get("headers", []), (b"x-gateway-cache", b"MISS")]
         elif message["type"] == "http.response.body" and state["status"] == 200:
             chunk = message.get("body", b"")
             state["size"] += len(chunk)

@@ -19,6 +19,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+from fastapi import HTTPException
 from litellm.integrations.custom_logger import CustomLogger
 from litellm.proxy._types import ProxyException
 
@@ -38,6 +39,8 @@ from extensions.hooks.caching import (
 )
 from extensions.hooks.headers import CallInfo, cache_headers, deployment_headers, routing_headers
 from extensions.hooks.routing import META_KEY, RoutingHook
+from extensions.observe.observer import Observer, error_of, status_of, tokens_of
+from extensions.observe.record import Upstream, Who, answer_text, build_record, last_user_text
 from extensions.protocol.validation import (
     RequestProblem,
     check_chat_request,
@@ -131,6 +134,13 @@ class Forwarded:
 # Set by the fast lane (an ASGI middleware, same task as the LiteLLM handler).
 FORWARDED: ContextVar[Forwarded | None] = ContextVar("gateway_forwarded", default=None)
 ADMITTED: ContextVar[str | None] = ContextVar("gateway_admitted", default=None)  # request id
+# Set by the fast lane: when the request arrived (perf_counter) and what it learned.
+TRACE: ContextVar[dict[str, Any] | None] = ContextVar("gateway_trace", default=None)
+EMBEDDING_CALLS = frozenset({"aembedding", "embeddings"})
+
+
+def _ms_since(t0: object) -> float:
+    return (time.perf_counter() - t0) * 1000 if isinstance(t0, float) else 0.0
 
 
 def _gateway_meta(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -164,6 +174,7 @@ class GatewayCallback(CustomLogger):  # type: ignore[misc]
         budgets: Budgets | None = None,
         usage: Usage | None = None,
         savings: SavingsEstimate | None = None,
+        observer: Observer | None = None,
     ) -> None:
         super().__init__()
         self.config = config
@@ -174,6 +185,7 @@ class GatewayCallback(CustomLogger):  # type: ignore[misc]
         self.budgets = budgets
         self.usage = usage or Usage(MemoryUsage())
         self.savings = savings
+        self.observer = observer
 
     async def refusal(self, caller: Caller, request_id: str) -> ProxyException | None:
         """Budgets, then limits (counting the request if it passes); None = admitted."""
@@ -232,6 +244,11 @@ class GatewayCallback(CustomLogger):  # type: ignore[misc]
     async def async_pre_call_hook(
         self, user_api_key_dict: Any, cache: Any, data: dict[str, Any], call_type: str
     ) -> dict[str, Any]:
+        started = time.perf_counter()
+        if self.observer is not None:
+            self.observer.ensure_started()
+        if isinstance(data.get("metadata"), dict):
+            data["metadata"].pop(META_KEY, None)  # only the gateway writes its record
         caller = Caller.of(user_api_key_dict)
         self.check_model(caller, data.get("model"))
         check = _CHECKS.get(call_type)
@@ -247,6 +264,12 @@ class GatewayCallback(CustomLogger):  # type: ignore[misc]
         record = data.setdefault("metadata", {}).setdefault(META_KEY, {})
         record[LIMIT_META] = {"alias": caller.alias, "team": caller.team, "id": request_id,
                               "model": data.get("model")}  # fmt: skip
+        trace = TRACE.get() or {}
+        record.update(trace)
+        record.setdefault("t0", started)
+        endpoint = "embeddings" if call_type in EMBEDDING_CALLS else "chat"
+        record.update(request_id=request_id, route=data.get("model"), endpoint=endpoint,
+                      stream=bool(data.get("stream")))  # fmt: skip
         if call_type != "acompletion":
             return data
         forwarded = FORWARDED.get()
@@ -254,7 +277,14 @@ class GatewayCallback(CustomLogger):  # type: ignore[misc]
             forwarded.apply_to(data)  # the fast lane already decided: no second embedding
             return data
         await self.prepare(data, caller, _request_headers(data))
+        self.own_time(data, "forwarded", _ms_since(started))
         return data
+
+    def own_time(self, data: dict[str, Any], path: str, ms: float) -> None:
+        data.setdefault("metadata", {}).setdefault(META_KEY, {}).setdefault("timing", {})[
+            "gateway"] = round(ms, 3)  # fmt: skip
+        if self.observer is not None:
+            self.observer.timing(path, ms)
 
     async def prepare(
         self, data: dict[str, Any], caller: Caller, headers: Mapping[str, str]
@@ -265,10 +295,15 @@ class GatewayCallback(CustomLogger):  # type: ignore[misc]
         router's own answer); False when the model is to be called.
         """
         routes = self.routing is not None and self.routing.handles(data)
+        record = data.setdefault("metadata", {}).setdefault(META_KEY, {})
+        record.setdefault("route", data.get("model"))
+        timing = record.setdefault("timing", {})
         ticket: Ticket | None = None
         if self.caching is not None:
             ticket = self.caching.open(data, caller.team, caller.key_id, headers)
+            started = time.perf_counter()
             hit = await self.caching.exact(ticket)
+            timing["exact"] = self._lookup_time("exact", started)
             if hit is not None:
                 self._serve(data, ticket, hit, Outcome.HIT_EXACT, {}, routes)
                 return True
@@ -277,7 +312,9 @@ class GatewayCallback(CustomLogger):  # type: ignore[misc]
             assert self.routing is not None
             routed = await self.routing.apply(data, caller.alias)
         if self.caching is not None and ticket is not None:
+            started = time.perf_counter()
             outcome, entry, info = await self.caching.after_routing(ticket, data, routed)
+            timing["semantic"] = self._lookup_time("semantic", started)
             if entry is not None:
                 self._serve(data, ticket, entry, outcome, info, routes)
                 return True
@@ -288,14 +325,20 @@ class GatewayCallback(CustomLogger):  # type: ignore[misc]
             data.setdefault("metadata", {}).setdefault(META_KEY, {})["saved_usd"] = saved
         return ready
 
+    def _lookup_time(self, kind: str, started: float) -> float:
+        ms = _ms_since(started)
+        if self.observer is not None:
+            self.observer.timing(kind, ms)
+        return round(ms, 3)
+
     def _serve(self, data: dict[str, Any], ticket: Ticket, entry: Entry, outcome: Outcome,
                info: dict[str, Any], routed: bool) -> None:  # fmt: skip
         assert self.caching is not None
         if routed:  # the router's record, as it was when the answer was made
-            data.setdefault("metadata", {})[META_KEY] = {
+            data.setdefault("metadata", {}).setdefault(META_KEY, {}).update({
                 "router": ticket.target, "intent": entry.intent, "action": "ROUTE",
                 "confidence": None, "model_group": entry.model_group,
-            }  # fmt: skip
+            })  # fmt: skip
             if entry.model_group:
                 data["model"] = entry.model_group
         data["mock_response"] = served_response(entry, ticket.target)
@@ -339,6 +382,9 @@ class GatewayCallback(CustomLogger):  # type: ignore[misc]
         cost = float(record.get("response_cost") or 0.0)
         log_prompt_cache(record)
         await self._finish(kwargs, int(record.get("total_tokens") or 0), cost)
+        if self.observer is not None:
+            self.observer.request(self._success_record(kwargs, record, response_obj,
+                                                       start_time, end_time))  # fmt: skip
         pending = self._pending(kwargs)
         if pending is None or self.caching is None:
             return
@@ -362,8 +408,83 @@ class GatewayCallback(CustomLogger):  # type: ignore[misc]
     async def async_log_failure_event(
         self, kwargs: dict[str, Any], response_obj: Any, start_time: Any, end_time: Any
     ) -> None:
+        """One failed provider call (a retry or fallback may still answer the request)."""
         self._pending(kwargs)  # nothing to store: forget it
         await self._finish(kwargs, 0, 0.0)
+        exc = kwargs.get("exception")
+        if self.observer is not None and not isinstance(exc, ProxyException | HTTPException):
+            record = kwargs.get("standard_logging_object") or {}  # a provider call failed
+            self.observer.upstream_error(record.get("model_group"),
+                                         type(exc).__name__ if exc else "unknown")  # fmt: skip
+
+    async def async_post_call_failure_hook(
+        self,
+        request_data: dict[str, Any],
+        original_exception: Exception,
+        user_api_key_dict: Any,
+        traceback_str: str | None = None,
+    ) -> None:
+        """The client gets an error: its request-log record (and metrics)."""
+        if self.observer is None:
+            return
+        meta = dict(_gateway_meta(request_data))
+        trace = TRACE.get() or {}
+        meta.setdefault("request_id", f"req-{uuid.uuid4().hex}")
+        meta.setdefault("route", request_data.get("model"))
+        meta.setdefault("stream", bool(request_data.get("stream")))
+        if "endpoint" not in meta:
+            meta["endpoint"] = "embeddings" if "input" in request_data else "chat"
+        who = Who(getattr(user_api_key_dict, "key_alias", None),
+                  getattr(user_api_key_dict, "team_id", None))  # fmt: skip
+        total = _ms_since(meta.get("t0") or trace.get("t0"))
+        self.observer.request(build_record(meta, who, status_of(original_exception), total,
+                                           error=error_of(original_exception)))  # fmt: skip
+
+    def _success_record(self, kwargs: Mapping[str, Any], slo: Mapping[str, Any], response: Any,
+                        start_time: Any, end_time: Any) -> dict[str, Any]:  # fmt: skip
+        """The request-log record of a request LiteLLM answered (model call or mock)."""
+        assert self.observer is not None
+        params = kwargs.get("litellm_params") or {}
+        meta = _gateway_meta(params)
+        limit = meta.get(LIMIT_META) or {}
+        answered_here = (meta.get(CACHE_META) or {}).get("outcome") in SERVED or (
+            meta.get("router") and meta.get("action") not in (None, "ROUTE"))  # fmt: skip
+        upstream = None
+        if not answered_here:
+            metadata = params.get("metadata") or {}
+            prompt, completion, cached = tokens_of((slo.get("metadata") or {}).get("usage_object"))
+            try:
+                upstream_ms = (end_time - start_time).total_seconds() * 1000
+            except (TypeError, AttributeError):
+                upstream_ms = None
+            upstream = Upstream(
+                model_group=slo.get("model_group"), deployment=slo.get("model_id"),
+                provider=slo.get("custom_llm_provider"),
+                prompt_tokens=prompt or int(slo.get("prompt_tokens") or 0),
+                completion_tokens=completion or int(slo.get("completion_tokens") or 0),
+                cached_tokens=cached, cost_usd=float(slo.get("response_cost") or 0.0),
+                upstream_ms=upstream_ms,
+                fallbacks=int(metadata.get("attempted_fallbacks") or 0),
+                retries=int(metadata.get("attempted_retries") or 0),
+            )  # fmt: skip
+        content = self.observer.content(meta.get("route"), last_user_text(kwargs.get("messages")),
+                                        answer_text(response))  # fmt: skip
+        return build_record(meta, Who(limit.get("alias"), limit.get("team")), 200,
+                            _ms_since(meta.get("t0")), upstream, content=content,
+                            saved_usd=float(meta.get("saved_usd") or 0.0))  # fmt: skip
+
+    def answered_record(self, body: Mapping[str, Any], caller: Caller, t0: float,
+                        answer: Any) -> None:  # fmt: skip
+        """A request the fast lane answered itself (cache hit, router answer)."""
+        if self.observer is None:
+            return
+        meta = _gateway_meta(body)
+        content = self.observer.content(meta.get("route"), last_user_text(body.get("messages")),
+                                        answer_text(answer))  # fmt: skip
+        saved = float(meta.get("saved_usd") or 0.0)
+        self.observer.request(build_record(meta, Who(caller.alias, caller.team), 200,
+                                           _ms_since(t0), content=content,
+                                           saved_usd=saved))  # fmt: skip
 
     async def _finish(self, kwargs: Mapping[str, Any], tokens: int, cost_usd: float) -> None:
         record = _gateway_meta(kwargs.get("litellm_params") or {})

@@ -49,13 +49,13 @@ class RoutingHook:
             routed = Routed(fallback, "", None, 0.0)
         decision, classify_ms = routed.decision, routed.classify_ms
         meta = data.setdefault("metadata", {})
-        meta[META_KEY] = {
+        meta.setdefault(META_KEY, {}).update({
             "router": name,
             "intent": decision.intent,
             "confidence": round(decision.confidence, 4),
             "action": decision.action.value,
             "classify_ms": round(classify_ms, 3),
-        }
+        })  # fmt: skip
         if decision.action is Action.ROUTE:
             assert decision.model is not None
             data["model"] = decision.model

@@ -1,0 +1,1 @@
+"""Observability: the request log, Prometheus metrics, the dashboard and analytics."""
