@@ -11,6 +11,7 @@ run: venv            ## start the gateway on :4000 with the simulated provider
 	$(VENV)/bin/gateway demo
 
 test: venv           ## the whole test suite (starts Redis, providers and proxies itself)
+	@scripts/test-tools.sh
 	$(PY) -m pytest
 
 unit: venv

@@ -1,0 +1,208 @@
+"""Pure parts of observability: the log record, redaction, metrics from records, the
+dashboard's per-minute counters and percentiles, the log writer, the loop monitor,
+and the configuration errors of the ``observability`` section."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry, generate_latest
+
+from extensions.config.errors import ConfigError
+from extensions.config.loader import load_gateway_config
+from extensions.observe.loop_monitor import LoopMonitor
+from extensions.observe.metrics import METRIC_NAMES, GatewayMetrics
+from extensions.observe.record import (
+    Redactor,
+    Upstream,
+    Who,
+    answer_text,
+    build_record,
+    last_user_text,
+)
+from extensions.observe.request_log import RequestLog
+from extensions.observe.settings import ContentLogging, Redaction, RequestLogSettings
+from extensions.observe.timeline import (
+    MemoryTimeline,
+    TimelineRecorder,
+    increments,
+    latency_slot,
+    percentile_ms,
+    series,
+)
+
+pytestmark = pytest.mark.unit
+
+ROUTED = {"router": "bot", "intent": "billing", "confidence": 0.91234, "action": "ROUTE",
+          "classify_ms": 6.2, "route": "bot", "request_id": "req-1", "endpoint": "chat",
+          "cache": {"outcome": "MISS", "similarity": 0.5},
+          "timing": {"exact": 0.1, "semantic": 0.3, "gateway": 7.0}}  # fmt: skip
+
+
+def test_record_of_a_routed_model_call() -> None:
+    up = Upstream("gpt", "gpt-a", "openai", 10, 20, 4, 0.002, 50.0, fallbacks=1)
+    rec = build_record(ROUTED, Who("app", "support"), 200, 60.0, up, now=0)
+    assert rec["ts"] == "1970-01-01T00:00:00.000Z"
+    assert (rec["action"], rec["intent"], rec["confidence"]) == ("ROUTE", "billing", 0.9123)
+    assert rec["latency_ms"] == {"total": 60.0, "gateway": 7.0, "classify": 6.2, "cache": 0.4,
+                                 "upstream": 50.0}  # fmt: skip
+    assert rec["tokens"] == {"prompt": 10, "completion": 20, "cached": 4}
+    assert (rec["model_group"], rec["fallbacks"], rec["cache"]) == ("gpt", 1, "MISS")
+    assert "content" not in rec and rec["error"] is None
+
+
+def test_record_of_a_plain_model_request_ignores_router_fields() -> None:
+    rec = build_record({"route": "gpt", "intent": "x", "action": "REFUSE"}, Who(None, None), 401,
+                       1.0, error={"type": "authentication_error", "message": "no"})  # fmt: skip
+    assert (rec["action"], rec["intent"], rec["cache"]) == ("DIRECT", None, "NONE")
+    assert rec["status"] == 401 and rec["error"]["type"] == "authentication_error"
+    assert rec["latency_ms"]["classify"] is None and rec["model_group"] is None
+
+
+def test_redactor_replaces_patterns_and_truncates() -> None:
+    settings = ContentLogging(routes=["bot"], max_chars=30,
+                              redact=[Redaction(name="email", pattern=r"\S+@\S+")])  # fmt: skip
+    red = Redactor(settings)
+    assert red.logs("bot") and not red.logs("gpt")
+    assert red.clean("mail a@b.com now") == "mail [email] now"
+    assert red.clean("x" * 40) == "x" * 30 + "…"
+
+
+def test_texts_of_messages_and_answers() -> None:
+    text_parts = [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]
+    parts = [{"role": "user", "content": text_parts}]
+    turns = [{"role": "user", "content": "q1"}, {"role": "assistant", "content": "x"}]
+    assert last_user_text(turns) == "q1"
+    assert last_user_text(parts) == "a b"
+    assert last_user_text(None) == ""
+    assert answer_text({"choices": [{"message": {"content": "hi"}}]}) == "hi"
+    assert answer_text(None) == ""
+
+
+def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    value = registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+def test_metrics_from_records() -> None:
+    reg = CollectorRegistry()
+    metrics = GatewayMetrics({"bot", "gpt"}, reg)
+    up = Upstream("gpt", "gpt-a", "openai", 10, 20, 0, 0.002, 50.0, fallbacks=1)
+    metrics.observe(build_record(ROUTED, Who("app", "support"), 200, 60.0, up))
+    hit = {"route": "gpt", "cache": {"outcome": "HIT_EXACT"}}
+    metrics.observe(build_record(hit, Who("app", "support"), 200, 1.0, saved_usd=0.5))
+    metrics.observe(build_record({"route": "made-up-model"}, Who(None, None), 403, 1.0))
+    assert sample(reg, "gateway_requests_total", route="bot", action="ROUTE", cache="MISS",
+                  status="200") == 1  # fmt: skip
+    assert sample(reg, "gateway_requests_total", route="other", action="DIRECT", cache="NONE",
+                  status="403") == 1, "unknown names share one label value"  # fmt: skip
+    assert sample(reg, "gateway_tokens_total", model_group="gpt", type="completion") == 20
+    assert sample(reg, "gateway_cost_usd_total", team="support", model_group="gpt") == 0.002
+    assert sample(reg, "gateway_savings_usd_total", team="support", source="cache") == 0.5
+    assert sample(reg, "gateway_fallbacks_total", model_group="bot") == 1
+    assert sample(reg, "gateway_intents_total", router="bot", intent="billing") == 1
+    assert sample(reg, "gateway_cache_lookups_total", endpoint="chat", outcome="HIT_EXACT") == 1
+    assert sample(reg, "gateway_classifier_duration_seconds_count", router="bot") == 1
+    assert sample(reg, "gateway_upstream_duration_seconds_sum", model_group="gpt") == 0.05
+    metrics.lag(0.02)
+    metrics.lag(0.01)
+    assert sample(reg, "gateway_event_loop_max_lag_seconds") == 0.02
+    assert sample(reg, "gateway_event_loop_lag_seconds_count") == 2
+
+
+def test_every_metric_is_registered_under_its_documented_name() -> None:
+    reg = CollectorRegistry()
+    GatewayMetrics(set(), reg)
+    types = [line.split()[2] for line in generate_latest(reg).decode().splitlines()
+             if line.startswith("# TYPE")]  # fmt: skip
+    exposed = {n.removesuffix("_total") for n in types if not n.endswith("_created")}
+    assert exposed == METRIC_NAMES
+
+
+def test_timeline_increments_and_series() -> None:
+    rec = {"action": "ROUTE", "cache": "HIT_SEMANTIC", "status": 200, "saved_usd": 0.1,
+           "cost_usd": 0.0, "team": "t", "latency_ms": {"total": 7.0}}  # fmt: skip
+    assert increments(rec) == {"n": 1, "a:ROUTE": 1, "c:HIT_SEMANTIC": 1, "saved": 0.1,
+                               f"l:{latency_slot(7.0)}": 1}  # fmt: skip
+    buckets = {
+        100: {"n": 2, "a:ROUTE": 2, "c:HIT_EXACT": 1, "c:MISS": 1, "s:t": 0.5, "l:0": 2},
+        101: {"n": 1, "a:REFUSE": 1, "c:BYPASS": 1, "err": 1, "l:3": 1},
+    }
+    data = series(buckets, 100, 2, 1)
+    first, second = data["points"]
+    assert first["cache_hit_rate"] == 0.5 and first["spend_by_team"] == {"t": 0.5}
+    assert second["cache_hit_rate"] is None, "BYPASS is not a lookup"
+    assert data["totals"] == {"requests": 3, "errors": 1, "saved_usd": 0.0, "spend_usd": 0.5}
+    merged = series(buckets, 100, 1, 2)["points"][0]
+    assert merged["requests"] == 3 and merged["by_action"] == {"ROUTE": 2, "REFUSE": 1}
+
+
+def test_percentiles_interpolate_within_a_slot() -> None:
+    assert percentile_ms({}, 0.5) is None
+    assert percentile_ms({0: 10}, 0.5) == 2.5  # slot 0 is 0-5 ms
+    assert percentile_ms({0: 5, 1: 5}, 0.9) == 9.0  # slot 1 is 5-10 ms
+    assert percentile_ms({12: 1}, 0.99) == 30000.0  # beyond the last bound
+
+
+async def test_recorder_flushes_into_the_store() -> None:
+    store = MemoryTimeline()
+    recorder = TimelineRecorder(store)
+    now = time.time()
+    recorder.add({"action": "ROUTE", "cache": "MISS", "status": 200}, now)
+    recorder.add({"action": "ROUTE", "cache": "MISS", "status": 500}, now)
+    minute = int(now) // 60
+    assert await store.read([minute]) == {}
+    await recorder.flush()
+    got = (await store.read([minute]))[minute]
+    assert got["n"] == 2 and got["err"] == 1 and got["a:ROUTE"] == 2
+
+
+def test_request_log_writes_json_lines_off_the_caller(tmp_path: Path) -> None:
+    log = RequestLog(RequestLogSettings(stdout=False, dir=str(tmp_path)))
+    log.write({"event": "request", "text": "é"})
+    log.close()  # drains the queue
+    assert log.path is not None and log.path.parent == tmp_path
+    assert [json.loads(x) for x in log.path.read_text("utf-8").splitlines()] == [
+        {"event": "request", "text": "é"}]  # fmt: skip
+
+
+async def test_loop_monitor_sees_a_blocked_loop() -> None:
+    lags: list[float] = []
+    monitor = LoopMonitor(lags.append, interval_s=0.01)
+    monitor.start()
+    await asyncio.sleep(0.03)
+    time.sleep(0.1)  # noqa: ASYNC251 - blocks the loop on purpose
+    await asyncio.sleep(0.03)
+    await monitor.stop()
+    assert max(lags) >= 0.08
+
+
+def config_error(tmp_path: Path, section: dict[str, Any], groups: set[str] | None = None) -> str:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump({"observability": section}))
+    with pytest.raises(ConfigError) as err:
+        load_gateway_config(path, groups or {"gpt-sim"}, {})
+    return str(err.value)
+
+
+def test_config_errors_name_the_path(tmp_path: Path) -> None:
+    bad_regex = {"request_log": {"content": {"redact": [{"name": "x", "pattern": "("}]}}}
+    msg = config_error(tmp_path, bad_regex)
+    assert "observability.request_log.content.redact[0].pattern" in msg
+    assert "not a valid regular expression" in msg
+    msg = config_error(tmp_path, {"request_log": {"content": {"routes": ["nope"]}}})
+    assert "observability.request_log.content.routes[0]: unknown route 'nope'" in msg
+    msg = config_error(tmp_path, {"dashboard": {"store": "redis"}})
+    assert "observability.dashboard.store is 'redis' but redis.url is not set" in msg
+    msg = config_error(tmp_path, {"dashboard": {"store": "disk"}})
+    assert "observability.dashboard.store" in msg and "'memory' or 'redis'" in msg
+    msg = config_error(tmp_path, {"metrics": {"path": "metrics"}})
+    assert "observability.metrics.path" in msg
+    msg = config_error(tmp_path, {"request_log": {"backups": -1}})
+    assert "observability.request_log.backups" in msg
