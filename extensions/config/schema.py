@@ -16,6 +16,7 @@ from extensions.cache.settings import CacheSettings, Tier
 from extensions.config.base import StrictModel
 from extensions.embedding.settings import Embedding
 from extensions.observe.settings import Observability, TimelineStore
+from extensions.protocol.settings import RequestSettings
 from extensions.router.settings import HandoffSink, Router
 
 
@@ -30,6 +31,7 @@ class GatewayConfig(StrictModel):
 
     version: Literal[1] = 1
     response_headers: ResponseHeadersSettings = ResponseHeadersSettings()
+    requests: RequestSettings = RequestSettings()
     embedding: Embedding = Embedding()
     redis: RedisSettings = RedisSettings()
     access: Access = Access()

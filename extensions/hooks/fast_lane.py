@@ -49,7 +49,6 @@ Send = Callable[[Message], Awaitable[None]]
 USAGE_PATH = "/gateway/usage"
 CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
 EMBEDDING_PATHS = frozenset({"/v1/embeddings", "/embeddings"})
-MAX_BODY = 4 * 1024 * 1024  # larger bodies go straight to LiteLLM
 MAX_STORED_EMBEDDINGS = 1024 * 1024
 
 
@@ -60,8 +59,13 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def _read_body(receive: Receive) -> tuple[bytes | None, list[Message]]:
-    """The whole request body (None if too large) and the messages read, to replay."""
+class TooLarge(Exception):
+    """The body is over ``requests.max_body_bytes``."""
+
+
+async def _read_body(receive: Receive, limit: int) -> tuple[bytes | None, list[Message]]:
+    """The whole request body (None if the client went away) and the messages read, to
+    replay; raises ``TooLarge`` as soon as the body passes ``limit``."""
     chunks: list[bytes] = []
     seen: list[Message] = []
     size = 0
@@ -73,8 +77,8 @@ async def _read_body(receive: Receive) -> tuple[bytes | None, list[Message]]:
         chunk = message.get("body", b"")
         chunks.append(chunk)
         size += len(chunk)
-        if size > MAX_BODY:
-            return None, seen
+        if size > limit:
+            raise TooLarge
         if not message.get("more_body"):
             return b"".join(chunks), seen
 
@@ -123,6 +127,7 @@ class FastLane:
         self.auth = auth
         self.answered = 0
         self.errors = 0
+        self.max_body = gateway.config.requests.max_body_bytes
         self.operator_paths = {USAGE_PATH: "usage"}
         observer = gateway.observer
         if observer is not None and observer.settings.metrics.enabled:
@@ -139,6 +144,9 @@ class FastLane:
         if scope["type"] == "http" and scope.get("method") == "GET" and path in self.operator_paths:
             await self._operator_page(path, scope, send)
             return
+        if scope["type"] == "http" and self._declared_too_large(scope):
+            await self._too_large(send)
+            return
         if (
             scope["type"] != "http"
             or scope.get("method") != "POST"
@@ -146,7 +154,11 @@ class FastLane:
         ):
             await self.app(scope, receive, send)
             return
-        raw, seen = await _read_body(receive)
+        try:
+            raw, seen = await _read_body(receive, self.max_body)
+        except TooLarge:
+            await self._too_large(send)
+            return
         replay = _replaying(seen, receive)
         if raw is None:
             await self.app(scope, replay, send)
@@ -159,6 +171,17 @@ class FastLane:
             handled = False
         if not handled:
             await self.app(scope, replay, send)
+
+    def _declared_too_large(self, scope: Scope) -> bool:
+        declared = _header(scope, b"content-length")
+        return declared is not None and declared.isdigit() and int(declared) > self.max_body
+
+    async def _too_large(self, send: Send) -> None:
+        """413 for any path: the body is refused before LiteLLM (or we) parse it."""
+        error = _error(f"Request body too large: the limit is {self.max_body} bytes "
+                       "(requests.max_body_bytes).", "invalid_request_error")  # fmt: skip
+        error["error"]["code"] = "request_too_large"
+        await self._send_json(send, 413, error, {"connection": "close"})
 
     def _caller(self, scope: Scope) -> Caller | None:
         presented = _header(scope, b"authorization")

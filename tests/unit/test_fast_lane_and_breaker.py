@@ -78,3 +78,61 @@ async def test_breaker_opens_on_failure_and_retries_after_interval() -> None:
     clock.now += 5
     assert await link.run(working, "fallback") == "ok"  # retried, and closed again
     assert link.available and link.failures == 2
+
+
+class _Gateway:
+    """Just what FastLane reads at construction and on the 413 path."""
+
+    def __init__(self, limit: int) -> None:
+        from extensions.config.schema import GatewayConfig
+
+        self.config = GatewayConfig.model_validate({"requests": {"max_body_bytes": limit}})
+        self.observer = None
+
+
+async def _post(lane: Any, body: bytes, declared: bool) -> tuple[int, Any, bool]:
+    from extensions.hooks.fast_lane import FastLane
+
+    assert isinstance(lane, FastLane)
+    sent: list[dict[str, Any]] = []
+    reached: list[bool] = []
+    headers = [(b"content-length", str(len(body)).encode())] if declared else []
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": headers}
+    parts = [body[i : i + 1000] for i in range(0, len(body), 1000)]
+
+    async def receive() -> dict[str, Any]:
+        chunk = parts.pop(0)
+        return {"type": "http.request", "body": chunk, "more_body": bool(parts)}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    lane.app = lambda *_: reached.append(True) or _noop()
+    await lane(scope, receive, send)
+    status = sent[0]["status"] if sent else 0
+    payload = json.loads(sent[1]["body"]) if len(sent) > 1 else None
+    return status, payload, bool(reached)
+
+
+async def _noop() -> None:
+    return None
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "streamed"])
+async def test_bodies_over_the_limit_get_413_before_litellm(declared: bool) -> None:
+    from extensions.hooks.fast_lane import FastLane
+
+    lane = FastLane(None, _Gateway(2048), None)  # type: ignore[arg-type]
+    status, payload, reached = await _post(lane, b"x" * 5000, declared)
+    assert (status, reached) == (413, False)
+    assert payload["error"]["type"] == "invalid_request_error"
+    assert payload["error"]["code"] == "request_too_large"
+    assert "2048 bytes" in payload["error"]["message"]
+
+
+async def test_bodies_under_the_limit_reach_litellm() -> None:
+    from extensions.hooks.fast_lane import FastLane
+
+    lane = FastLane(None, _Gateway(8192), None)  # type: ignore[arg-type]
+    _, _, reached = await _post(lane, b"not json" * 500, True)
+    assert reached
