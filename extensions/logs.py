@@ -14,7 +14,7 @@ import queue
 import sys
 from logging.handlers import QueueHandler, QueueListener
 
-FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 _listener: QueueListener | None = None
 
 

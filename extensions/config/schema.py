@@ -26,12 +26,20 @@ class ResponseHeadersSettings(StrictModel):
     enabled: bool = True
 
 
+class ReloadSettings(StrictModel):
+    """``reload``: how a running gateway notices an edited gateway.yaml."""
+
+    watch: bool = True  # every worker checks the file's content every poll_s
+    poll_s: float = Field(2.0, ge=0.2, le=3600)
+
+
 class GatewayConfig(StrictModel):
     """The whole of ``config/gateway.yaml`` (cross-references: ``config/references.py``)."""
 
     version: Literal[1] = 1
     response_headers: ResponseHeadersSettings = ResponseHeadersSettings()
     requests: RequestSettings = RequestSettings()
+    reload: ReloadSettings = ReloadSettings()
     embedding: Embedding = Embedding()
     redis: RedisSettings = RedisSettings()
     access: Access = Access()

@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
-from extensions.access.budgets import Budgets
+from extensions.access.budgets import Budgets, SpendStore
 from extensions.access.grants import grants
 from extensions.access.keys import KeyVerifier
 from extensions.access.limits import Limiter, LimitStore
-from extensions.access.usage import SavingsEstimate, Usage
+from extensions.access.usage import SavingsEstimate, Usage, UsageStore
 from extensions.backends.redis import RedisLink
 from extensions.config.errors import ConfigError
 from extensions.config.loader import litellm_model_groups, litellm_prices, load_gateway_config
 from extensions.config.schema import GatewayConfig
 from extensions.embedding.encoder import BatchingEncoder
-from extensions.hooks.auth import GatewayAuth
 from extensions.hooks.caching import CachingHook
 from extensions.hooks.gateway_callback import GatewayCallback
 from extensions.hooks.routing import RoutingHook
+from extensions.observe.metrics import GatewayMetrics
 from extensions.observe.observer import Observer
 
 
@@ -39,9 +40,18 @@ def build_routing(config: GatewayConfig, base_dir: Path, encoder: BatchingEncode
 
 
 def build_caching(
-    config: GatewayConfig, encoder: BatchingEncoder | None, link: RedisLink | None
+    config: GatewayConfig,
+    encoder: BatchingEncoder | None,
+    link: RedisLink | None,
+    previous: CachingHook | None = None,
 ) -> CachingHook:
-    """The response cache on the configured tier (memory, or memory in front of Redis)."""
+    """The response cache on the configured tier (memory, or memory in front of Redis).
+
+    ``previous``: the hook of the generation before a reload whose cache settings were
+    the same; its entries (and its cacheability classifier) are kept.
+    """
+    if previous is not None:
+        return CachingHook(previous.cache, encoder, config.routers, previous.classifier)
     from extensions.cache.policy import NOT_CACHEABLE, CacheabilityClassifier
     from extensions.cache.service import ResponseCache
     from extensions.cache.settings import Tier
@@ -70,55 +80,18 @@ def build_caching(
     return CachingHook(ResponseCache(settings, store, index), encoder, config.routers, classifier)
 
 
-def build_limiter(config: GatewayConfig, link: RedisLink | None) -> Limiter | None:
-    """Key and team limits, counted in Redis (shared) or in this process."""
-    from extensions.access.limits import MemoryLimits, RedisLimits, subject_limits
-    from extensions.access.settings import LimitStoreKind, OnFailure
-
-    by_alias = subject_limits(config.access)
-    if not by_alias:
-        return None
-    settings = config.access.limits
-    store: LimitStore = MemoryLimits()
-    if settings.store is LimitStoreKind.REDIS:
-        assert link is not None
-        store = RedisLimits(link, settings.on_redis_failure is OnFailure.OPEN)
-    return Limiter(store, by_alias)
-
-
-def build_budgets(config: GatewayConfig, link: RedisLink | None) -> Budgets | None:
-    """Spend per key and team against their budgets, in Redis (shared) or in this process."""
-    from extensions.access.budgets import MemorySpend, RedisSpend, SpendStore, budgets_by_alias
-    from extensions.access.settings import LimitStoreKind, OnFailure
-
-    by_alias = budgets_by_alias(config.access)
-    if not by_alias:
-        return None
-    settings = config.access.limits
-    store: SpendStore = MemorySpend()
-    if settings.store is LimitStoreKind.REDIS:
-        assert link is not None
-        store = RedisSpend(link, settings.on_redis_failure is OnFailure.OPEN)
-    return Budgets(store, by_alias)
-
-
-def build_usage(config: GatewayConfig, link: RedisLink | None) -> Usage:
-    """Usage counters next to the limits: in Redis when they are, else in this process."""
-    from extensions.access.settings import LimitStoreKind
-    from extensions.access.usage import MemoryUsage, RedisUsage
-
-    if config.access.limits.store is LimitStoreKind.REDIS:
-        assert link is not None
-        return Usage(RedisUsage(link))
-    return Usage(MemoryUsage())
+def build_metrics(config: GatewayConfig, routes: set[str]) -> GatewayMetrics | None:
+    """Prometheus metrics (registered once per worker: reloads keep them)."""
+    return GatewayMetrics(routes) if config.observability.metrics.enabled else None
 
 
 def build_observer(
-    config: GatewayConfig, routes: set[str], metrics_dir: str | None
-) -> tuple[Observer, RedisLink | None]:
-    """Request log, metrics and dashboard timeline; also the one Redis link (it reports
-    its state to the ``gateway_redis_up`` gauge)."""
-    from extensions.observe.metrics import GatewayMetrics
+    config: GatewayConfig,
+    metrics: GatewayMetrics | None,
+    link: RedisLink | None,
+    metrics_dir: str | None,
+) -> Observer:
+    """Request log, metrics and the dashboard's timeline (in this process or Redis)."""
     from extensions.observe.request_log import RequestLog
     from extensions.observe.settings import TimelineStore
     from extensions.observe.timeline import (
@@ -129,18 +102,55 @@ def build_observer(
     )
 
     settings = config.observability
-    metrics = GatewayMetrics(routes) if settings.metrics.enabled else None
-    on_state = None
-    if metrics is not None:
-        on_state = metrics.redis_up.set
-    link = RedisLink(config.redis, on_state=on_state) if config.redis.url else None
     store: Timeline = MemoryTimeline()
     if settings.dashboard.store is TimelineStore.REDIS:
         assert link is not None  # the schema requires redis.url
         store = RedisTimeline(link)
-    observer = Observer(settings, RequestLog(settings.request_log), metrics,
-                        TimelineRecorder(store), metrics_dir)  # fmt: skip
-    return observer, link
+    return Observer(settings, RequestLog(settings.request_log), metrics,
+                    TimelineRecorder(store), metrics_dir)  # fmt: skip
+
+
+def build_limits(
+    config: GatewayConfig, link: RedisLink | None, previous: Parts | None
+) -> tuple[LimitStore, SpendStore, UsageStore]:
+    """Where limits, spend and usage are counted: Redis (shared) or this process. A
+    reload keeps the stores (and their counts) unless their settings changed."""
+    from extensions.access.budgets import MemorySpend, RedisSpend
+    from extensions.access.limits import MemoryLimits, RedisLimits
+    from extensions.access.settings import LimitStoreKind, OnFailure
+    from extensions.access.usage import MemoryUsage, RedisUsage
+
+    if (
+        previous is not None
+        and previous.config.access.limits == config.access.limits
+        and previous.link is link
+    ):
+        return previous.limit_store, previous.spend_store, previous.usage_store
+    settings = config.access.limits
+    if settings.store is LimitStoreKind.REDIS:
+        assert link is not None  # the schema requires redis.url
+        fail_open = settings.on_redis_failure is OnFailure.OPEN
+        return RedisLimits(link, fail_open), RedisSpend(link, fail_open), RedisUsage(link)
+    return MemoryLimits(), MemorySpend(), MemoryUsage()
+
+
+@dataclass
+class Parts:
+    """One generation of the gateway: the callback, the key verifier, and what the next
+    reload may keep (encoder, Redis link, observer, caches and counters)."""
+
+    config: GatewayConfig
+    callback: GatewayCallback
+    verifier: KeyVerifier
+    encoder: BatchingEncoder | None
+    link: RedisLink | None
+    observer: Observer
+    limit_store: LimitStore
+    spend_store: SpendStore
+    usage_store: UsageStore
+
+    def same(self, config: GatewayConfig, section: str) -> bool:
+        return bool(getattr(self.config, section) == getattr(config, section))
 
 
 def build_gateway(
@@ -149,8 +159,16 @@ def build_gateway(
     master_key: str,
     environ: Mapping[str, str],
     metrics_dir: str | None = None,
-) -> tuple[GatewayCallback, GatewayAuth]:
-    """The callback and the auth check for one proxy worker; raises ``ConfigError``."""
+    previous: Parts | None = None,
+) -> Parts:
+    """Everything one proxy worker needs; raises ``ConfigError``.
+
+    With ``previous`` (a reload), parts whose settings did not change are kept: the
+    encoder, the Redis link, the metrics, cache entries and limit/budget counters.
+    """
+    from extensions.access.budgets import budgets_by_alias
+    from extensions.access.limits import subject_limits
+
     model_groups = litellm_model_groups(litellm_yaml)
     config = load_gateway_config(gateway_yaml, model_groups, environ)
     savings = SavingsEstimate(litellm_prices(litellm_yaml),
@@ -165,16 +183,41 @@ def build_gateway(
         and (config.cache.semantic.enabled or config.cache.cacheability.enabled)
     )
     encoder = None
-    if needs_encoder:
+    if needs_encoder and previous is not None and previous.same(config, "embedding"):
+        encoder = previous.encoder
+    if needs_encoder and encoder is None:
         from extensions.embedding.encoder import sentence_encoder
 
         encoder = sentence_encoder(config.embedding)
     routing = (
         build_routing(config, gateway_yaml.parent, encoder) if config.routers and encoder else None
     )
-    observer, link = build_observer(config, model_groups | set(config.routers), metrics_dir)
-    caching = build_caching(config, encoder, link) if config.cache.enabled else None
-    callback = GatewayCallback(config, routing, caching, grants(config.access),
-                               build_limiter(config, link), build_budgets(config, link),
-                               build_usage(config, link), savings, observer)  # fmt: skip
-    return callback, GatewayAuth(verifier)
+    routes = model_groups | set(config.routers)
+    metrics = previous.observer.metrics if previous is not None else build_metrics(config, routes)
+    if metrics is not None:
+        metrics.routes = frozenset(routes)
+    link = previous.link if previous is not None and previous.same(config, "redis") else None
+    if link is None and config.redis.url:  # one connection pool per worker
+        link = RedisLink(config.redis, on_state=metrics.redis_up.set if metrics else None)
+    keep = previous is not None and previous.link is link
+    observer = (
+        previous.observer
+        if previous is not None and keep and previous.same(config, "observability")
+        else build_observer(config, metrics, link, metrics_dir)
+    )
+    caching = None
+    if config.cache.enabled:
+        old = None
+        if previous is not None and keep and previous.same(config, "cache") and (
+                previous.encoder is encoder):  # fmt: skip
+            old = previous.callback.caching
+        caching = build_caching(config, encoder, link, old)
+    limit_store, spend_store, usage_store = build_limits(config, link, previous)
+    by_alias = subject_limits(config.access)
+    limiter = Limiter(limit_store, by_alias) if by_alias else None
+    budget_by_alias = budgets_by_alias(config.access)
+    budgets = Budgets(spend_store, budget_by_alias) if budget_by_alias else None
+    callback = GatewayCallback(config, routing, caching, grants(config.access), limiter, budgets,
+                               Usage(usage_store), savings, observer)  # fmt: skip
+    return Parts(config, callback, verifier, encoder, link, observer, limit_store, spend_store,
+                 usage_store)  # fmt: skip

@@ -36,6 +36,7 @@ from extensions.hooks.gateway_callback import (
     GatewayCallback,
     _gateway_meta,
 )
+from extensions.hooks.reload import PINNED, ConfigReloader, Generations
 from extensions.hooks.routing import META_KEY
 from extensions.observe.dashboard import dashboard_page
 from extensions.protocol.validation import check_chat_request, check_embedding_request
@@ -47,6 +48,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 USAGE_PATH = "/gateway/usage"
+CONFIG_PATH = "/gateway/config"
+RELOAD_PATH = "/gateway/reload"
 CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
 EMBEDDING_PATHS = frozenset({"/v1/embeddings", "/embeddings"})
 MAX_STORED_EMBEDDINGS = 1024 * 1024
@@ -121,28 +124,62 @@ def sse_events(body: dict[str, Any], include_usage: bool) -> list[bytes]:
 
 
 class FastLane:
-    def __init__(self, app: Any, gateway: GatewayCallback, auth: GatewayAuth) -> None:
+    def __init__(
+        self,
+        app: Any,
+        generations: Generations,
+        auth: GatewayAuth,
+        reloader: ConfigReloader | None = None,
+    ) -> None:
         self.app = app
-        self.gateway = gateway
+        self.generations = generations
         self.auth = auth
+        self.reloader = reloader
         self.answered = 0
         self.errors = 0
-        self.max_body = gateway.config.requests.max_body_bytes
-        self.operator_paths = {USAGE_PATH: "usage"}
-        observer = gateway.observer
-        if observer is not None and observer.settings.metrics.enabled:
-            self.operator_paths[observer.settings.metrics.path] = "metrics"
-        if observer is not None and observer.settings.dashboard.enabled:
-            self.operator_paths[observer.settings.dashboard.path] = "dashboard"
-            self.operator_paths[observer.settings.dashboard.path + "/data"] = "dashboard-data"
+
+    @property
+    def gateway(self) -> GatewayCallback:
+        """The generation this request is pinned to (set when it arrived)."""
+        return self.generations.pinned()
+
+    @property
+    def max_body(self) -> int:
+        return self.gateway.config.requests.max_body_bytes
+
+    def operator_paths(self) -> dict[tuple[str, str], str]:
+        """(method, path) of the operators' endpoints, as the current generation sets them."""
+        paths = {("GET", USAGE_PATH): "usage", ("GET", CONFIG_PATH): "config",
+                 ("POST", RELOAD_PATH): "reload"}  # fmt: skip
+        settings = self.gateway.config.observability
+        if settings.metrics.enabled:
+            paths["GET", settings.metrics.path] = "metrics"
+        if settings.dashboard.enabled:
+            paths["GET", settings.dashboard.path] = "dashboard"
+            paths["GET", settings.dashboard.path + "/data"] = "dashboard-data"
+        return paths
+
+    def _start_background(self) -> None:
+        observer = self.gateway.observer
+        if observer is not None:
+            observer.ensure_started()
+        if self.reloader is not None:
+            self.reloader.start()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        observer = self.gateway.observer
-        if observer is not None and scope["type"] == "http":
-            observer.ensure_started()
-        if scope["type"] == "http" and scope.get("method") == "GET" and path in self.operator_paths:
-            await self._operator_page(path, scope, send)
+        if scope["type"] == "lifespan":  # start-up: the watcher runs even before traffic
+            self._start_background()
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        PINNED.set(self.generations.current)  # this request's generation, to the end
+        self._start_background()
+        operator = self.operator_paths().get((str(scope.get("method")), path))
+        if operator is not None:
+            await self._operator_page(operator, scope, send)
             return
         if scope["type"] == "http" and self._declared_too_large(scope):
             await self._too_large(send)
@@ -216,7 +253,8 @@ class FastLane:
         requested = body["model"]
         record = body.setdefault("metadata", {}).setdefault(META_KEY, {})
         record.update(request_id=request_id, route=requested, stream=body.get("stream") is True,
-                      endpoint="embeddings" if path in EMBEDDING_PATHS else "chat")  # fmt: skip
+                      endpoint="embeddings" if path in EMBEDDING_PATHS else "chat",
+                      generation=self.gateway.generation)  # fmt: skip
         if path in EMBEDDING_PATHS:
             handled = await self._embeddings(scope, body, caller, replay, send)
         else:
@@ -274,14 +312,16 @@ class FastLane:
         await self.app(scope, replay, _capturing(send, key, caching))
         return True
 
-    async def _operator_page(self, path: str, scope: Scope, send: Send) -> None:
-        """Usage, metrics and the dashboard's data: operators only (the master key).
+    async def _operator_page(self, what: str, scope: Scope, send: Send) -> None:
+        """Usage, metrics, configuration and the dashboard's data: operators only.
 
         ``GET /gateway/usage[?day=YYYY-MM-DD]``, ``GET /metrics``, ``GET
-        /gateway/dashboard/data?window=hour|day``. The dashboard page itself is a
-        static shell with no data in it; its script fetches the data with the key.
+        /gateway/dashboard/data?window=hour|day``, ``GET /gateway/config`` (this
+        worker's generation and last reload error), ``POST /gateway/reload`` (reload
+        gateway.yaml in this worker now; the others follow within ``reload.poll_s``).
+        The dashboard page itself is a static shell with no data in it; its script
+        fetches the data with the key.
         """
-        what = self.operator_paths[path]
         observer = self.gateway.observer
         if what == "dashboard":
             await self._send_bytes(send, 200, dashboard_page(), "text/html; charset=utf-8")
@@ -300,6 +340,15 @@ class FastLane:
                                                         "permission_denied"), {})  # fmt: skip
                 return
         query = parse_qs((scope.get("query_string") or b"").decode())
+        if what in ("config", "reload"):
+            if self.reloader is None:
+                await self._send_json(send, 404, _error("Reloading is off.", "not_found"), {})
+                return
+            status = await self.reloader.check(force=True) if what == "reload" else (
+                self.reloader.status())  # fmt: skip
+            code = 200 if what == "config" or status["last_error"] is None else 422
+            await self._send_json(send, code, status, {})
+            return
         if what == "usage":
             day = (query.get("day") or [None])[0]
             await self._send_json(send, 200, await self.gateway.usage_report(day), {})
@@ -371,7 +420,8 @@ def _error(message: str, kind: str) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "param": None, "code": None}}
 
 
-def install(app: Any, gateway: GatewayCallback, auth: GatewayAuth) -> None:
+def install(app: Any, generations: Generations, auth: GatewayAuth,
+            reloader: ConfigReloader | None = None) -> None:  # fmt: skip
     """Put the fast lane in front of LiteLLM's FastAPI app (outermost middleware).
 
     Called while the proxy starts; Starlette builds its middleware stack on the
@@ -381,5 +431,7 @@ def install(app: Any, gateway: GatewayCallback, auth: GatewayAuth) -> None:
 
     if any(m.cls is FastLane for m in app.user_middleware):
         return
-    app.user_middleware.insert(0, Middleware(FastLane, gateway=gateway, auth=auth))
+    app.user_middleware.insert(
+        0, Middleware(FastLane, generations=generations, auth=auth, reloader=reloader)
+    )
     app.middleware_stack = None

@@ -186,6 +186,7 @@ class GatewayCallback(CustomLogger):  # type: ignore[misc]
         self.usage = usage or Usage(MemoryUsage())
         self.savings = savings
         self.observer = observer
+        self.generation = 1  # which reload of gateway.yaml this is (set by Generations)
 
     async def refusal(self, caller: Caller, request_id: str) -> ProxyException | None:
         """Budgets, then limits (counting the request if it passes); None = admitted."""
@@ -269,7 +270,7 @@ class GatewayCallback(CustomLogger):  # type: ignore[misc]
         record.setdefault("t0", started)
         endpoint = "embeddings" if call_type in EMBEDDING_CALLS else "chat"
         record.update(request_id=request_id, route=data.get("model"), endpoint=endpoint,
-                      stream=bool(data.get("stream")))  # fmt: skip
+                      stream=bool(data.get("stream")), generation=self.generation)  # fmt: skip
         if call_type != "acompletion":
             return data
         forwarded = FORWARDED.get()

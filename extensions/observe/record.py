@@ -156,6 +156,7 @@ def build_record(
         "saved_usd": round(saved_usd, 10),
         "status": status,
         "error": dict(error) if error else None,
+        "generation": meta.get("generation"),  # which load of gateway.yaml served it
     }
     if content:
         record["content"] = dict(content)

@@ -89,6 +89,13 @@ class _Gateway:
         self.config = GatewayConfig.model_validate({"requests": {"max_body_bytes": limit}})
         self.observer = None
 
+    def pinned(self) -> _Gateway:  # stands in for Generations too
+        return self
+
+    @property
+    def current(self) -> _Gateway:
+        return self
+
 
 async def _post(lane: Any, body: bytes, declared: bool) -> tuple[int, Any, bool]:
     from extensions.hooks.fast_lane import FastLane

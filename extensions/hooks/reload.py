@@ -1,0 +1,252 @@
+"""Hot reload of gateway.yaml: generations of the gateway, swapped atomically per worker.
+
+Every worker watches the file (content hash every ``reload.poll_s``) and can be told
+to check at once (``POST /gateway/reload``). A changed file is validated and the
+new generation built in a thread, off the event loop; only then is it swapped in,
+with one assignment. An invalid file is rejected with the same message as at
+start-up (logged, counted in ``gateway_config_reloads_total{result="rejected"}``
+and shown by ``GET /gateway/config``), and the last good generation keeps serving.
+
+A request is pinned to the generation current when it arrived (``PINNED``, and
+``generation`` in its gateway record for LiteLLM's log events), so it finishes on
+the configuration it started with. ``config/litellm.yaml`` is not reloaded: LiteLLM
+reads it once, so changing it needs a (rolling) restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any
+
+from litellm.integrations.custom_logger import CustomLogger
+
+from extensions.config.errors import ConfigError
+from extensions.hooks.assembly import Parts
+from extensions.hooks.auth import GatewayAuth
+from extensions.hooks.gateway_callback import GatewayCallback, _gateway_meta
+
+logger = logging.getLogger("gateway.config")
+PINNED: ContextVar[GatewayCallback | None] = ContextVar("gateway_pinned", default=None)
+KEEP_GENERATIONS = 4  # requests in flight across this many reloads still find theirs
+RETIRE_AFTER_S = 60.0  # replaced observers and Redis links are closed this much later
+
+
+class Generations:
+    """The current generation and the few before it (for requests still in flight)."""
+
+    def __init__(self, first: Parts) -> None:
+        self.parts = first
+        self.number = 1
+        first.callback.generation = 1
+        self._recent: OrderedDict[int, GatewayCallback] = OrderedDict({1: first.callback})
+
+    @property
+    def current(self) -> GatewayCallback:
+        return self.parts.callback
+
+    def advance(self, parts: Parts) -> int:
+        self.number += 1
+        parts.callback.generation = self.number
+        self._recent[self.number] = parts.callback
+        while len(self._recent) > KEEP_GENERATIONS:
+            self._recent.popitem(last=False)
+        self.parts = parts  # the swap: one assignment
+        return self.number
+
+    def pinned(self) -> GatewayCallback:
+        """The request's generation: pinned when it arrived, else the current one."""
+        return PINNED.get() or self.current
+
+    def of(self, kwargs: Mapping[str, Any]) -> GatewayCallback:
+        """The generation a LiteLLM log event's request ran on."""
+        number = _gateway_meta(kwargs.get("litellm_params") or {}).get("generation")
+        return self._recent.get(number, self.current) if isinstance(number, int) else (
+            self.current)  # fmt: skip
+
+
+class ReloadingCallback(CustomLogger):  # type: ignore[misc]
+    """What LiteLLM calls (``litellm_settings.callbacks``): each hook goes to the
+    request's generation. Hooks are defined on this class itself, as LiteLLM requires."""
+
+    def __init__(self, generations: Generations, on_first_use: Callable[[], None]) -> None:
+        super().__init__()
+        self.generations = generations
+        self._on_first_use = on_first_use
+
+    async def async_pre_call_hook(
+        self, user_api_key_dict: Any, cache: Any, data: dict[str, Any], call_type: str
+    ) -> dict[str, Any]:
+        self._on_first_use()
+        gateway = self.generations.pinned()
+        return await gateway.async_pre_call_hook(user_api_key_dict, cache, data, call_type)
+
+    async def async_post_call_streaming_iterator_hook(
+        self, user_api_key_dict: Any, response: AsyncIterator[Any], request_data: dict[str, Any]
+    ) -> AsyncIterator[Any]:
+        gateway = self.generations.of({"litellm_params": request_data})
+        async for chunk in gateway.async_post_call_streaming_iterator_hook(
+            user_api_key_dict, response, request_data
+        ):
+            yield chunk
+
+    async def async_post_call_response_headers_hook(
+        self,
+        data: dict[str, Any],
+        user_api_key_dict: Any,
+        response: object,
+        request_headers: dict[str, str] | None = None,
+        litellm_call_info: dict[str, object] | None = None,
+    ) -> dict[str, str] | None:
+        gateway = self.generations.of({"litellm_params": data})
+        return await gateway.async_post_call_response_headers_hook(
+            data, user_api_key_dict, response, request_headers, litellm_call_info
+        )
+
+    async def async_log_success_event(
+        self, kwargs: dict[str, Any], response_obj: Any, start_time: Any, end_time: Any
+    ) -> None:
+        await self.generations.of(kwargs).async_log_success_event(
+            kwargs, response_obj, start_time, end_time
+        )
+
+    async def async_log_failure_event(
+        self, kwargs: dict[str, Any], response_obj: Any, start_time: Any, end_time: Any
+    ) -> None:
+        await self.generations.of(kwargs).async_log_failure_event(
+            kwargs, response_obj, start_time, end_time
+        )
+
+    async def async_post_call_failure_hook(
+        self,
+        request_data: dict[str, Any],
+        original_exception: Exception,
+        user_api_key_dict: Any,
+        traceback_str: str | None = None,
+    ) -> None:
+        gateway = self.generations.of({"litellm_params": request_data})
+        await gateway.async_post_call_failure_hook(
+            request_data, original_exception, user_api_key_dict, traceback_str
+        )
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class ConfigReloader:
+    """Watches gateway.yaml in this worker; builds, validates and swaps generations."""
+
+    def __init__(
+        self,
+        path: Path,
+        generations: Generations,
+        auth: GatewayAuth,
+        rebuild: Callable[[Parts], Parts],
+    ) -> None:
+        self.path = path
+        self.generations = generations
+        self.auth = auth
+        self.rebuild = rebuild
+        self.digest = file_digest(path)
+        self.loaded_at = time.time()
+        self.last_error: str | None = None
+        self.last_checked: float | None = None
+        self.rejected = 0
+        self._lock = asyncio.Lock()
+        self._watcher: asyncio.Task[None] | None = None
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._gauge(generations.parts)
+
+    def start(self) -> None:
+        """Start watching on the running loop (idempotent; only if ``reload.watch``)."""
+        if not self.generations.parts.config.reload.watch:
+            return
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.generations.parts.config.reload.poll_s)
+            try:
+                await self.check()
+            except Exception:  # the watcher must survive anything
+                logger.exception("gateway.yaml check failed")
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "file": str(self.path), "generation": self.generations.number,
+            "sha256": self.digest, "loaded_at": self.loaded_at,
+            "last_checked": self.last_checked, "last_error": self.last_error,
+            "rejected": self.rejected,
+        }  # fmt: skip
+
+    async def check(self, force: bool = False) -> dict[str, Any]:
+        """Reload if the file changed (or ``force``); the status afterwards."""
+        async with self._lock:
+            self.last_checked = time.time()
+            try:
+                digest = await asyncio.to_thread(file_digest, self.path)
+            except OSError as exc:
+                self._reject(f"{self.path}: cannot read the file ({exc})", None)
+                return self.status()
+            if digest == self.digest and not force:
+                return self.status()
+            previous = self.generations.parts
+            try:
+                parts = await asyncio.to_thread(self.rebuild, previous)
+            except ConfigError as exc:
+                self._reject(str(exc), digest)
+                return self.status()
+            except Exception as exc:  # a failed build keeps the last good one
+                logger.exception("building the new gateway.yaml generation failed")
+                self._reject(f"{self.path}: {type(exc).__name__}: {exc}", digest)
+                return self.status()
+            number = self.generations.advance(parts)
+            self.auth.verifier = parts.verifier
+            self.digest, self.loaded_at, self.last_error = digest, time.time(), None
+            self._gauge(parts, "ok")
+            self._retire(previous, parts)
+            logger.warning("gateway.yaml reloaded: generation %d (sha256 %s)", number,
+                           digest[:12])  # fmt: skip
+            return self.status()
+
+    def _reject(self, message: str, digest: str | None) -> None:
+        if digest is not None:
+            self.digest = digest  # do not retry the same broken file every poll
+        self.last_error = message
+        self.rejected += 1
+        self._gauge(self.generations.parts, "rejected")
+        logger.error("gateway.yaml reload rejected; still serving generation %d: %s",
+                     self.generations.number, message)  # fmt: skip
+
+    def _gauge(self, parts: Parts, result: str | None = None) -> None:
+        metrics = parts.observer.metrics
+        if metrics is None:
+            return
+        metrics.generation.set(self.generations.number)
+        if result is not None:
+            metrics.reloads.labels(result).inc()
+
+    def _retire(self, old: Parts, new: Parts) -> None:
+        """Close the old generation's own observer and Redis link once in-flight requests
+        had time to finish (parts the new generation kept are left alone)."""
+
+        async def later() -> None:
+            await asyncio.sleep(RETIRE_AFTER_S)
+            if old.observer is not new.observer:
+                await old.observer.close()
+            if old.link is not None and old.link is not new.link:
+                await old.link.close()
+
+        if old.observer is new.observer and old.link is new.link:
+            return
+        task = asyncio.get_running_loop().create_task(later())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)

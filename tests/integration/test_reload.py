@@ -1,0 +1,209 @@
+"""Hot reload of gateway.yaml through a running proxy with two workers: a valid edit
+reaches every worker without a restart, an invalid one is rejected with the
+start-up message while the last good configuration keeps serving, a request in
+flight finishes on the generation it started with, and limit counters survive."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import yaml
+
+from tests.support.stack import TEST_MASTER_KEY, Proxy, SimProvider, derive_gateway_config
+
+pytestmark = pytest.mark.integration
+
+CANNED = "You can reset your password here:"
+KEY = "sk-test-reload-app-51c2"
+RPM = 4
+AUTH = {"Authorization": f"Bearer {TEST_MASTER_KEY}"}
+
+
+@pytest.fixture(scope="module")
+def config_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    def edit(data: dict[str, Any]) -> None:
+        data["reload"] = {"watch": True, "poll_s": 0.5}
+        data["cache"]["enabled"] = False
+        data["observability"]["request_log"]["dir"] = str(Path(data["_logs"]))
+        del data["_logs"]
+        data["access"] = {"keys": [{"alias": "reload-app", "owner": "ops", "env": "TEST_RELOAD_KEY",
+                                    "models": ["support-bot", "gpt-sim"], "rpm": RPM}]}  # fmt: skip
+
+    folder = tmp_path_factory.mktemp("reload")
+    logs = folder / "requests"
+
+    def with_logs(data: dict[str, Any]) -> None:
+        data["_logs"] = str(logs)
+        edit(data)
+
+    return derive_gateway_config(folder, with_logs)
+
+
+@pytest.fixture(scope="module")
+def reload_gateway(log_dir: Path, sim: SimProvider, config_path: Path) -> Iterator[Proxy]:
+    proxy = Proxy(log_dir, sim, gateway_config=config_path, workers=2, name="reload",
+                  extra_env={"TEST_RELOAD_KEY": KEY}).start()  # fmt: skip
+    yield proxy
+    proxy.stop()
+
+
+def edit_config(path: Path, change: Any) -> None:
+    data = yaml.safe_load(path.read_text())
+    change(data)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def set_canned(text: str) -> Any:
+    def change(data: dict[str, Any]) -> None:
+        intent = next(i for i in data["routers"]["support-bot"]["intents"]
+                      if i["name"] == "reset_password")  # fmt: skip
+        intent["respond"]["text"] = text + " {reset_url}"
+
+    return change
+
+
+async def canned_answers(proxy: Proxy, n: int) -> set[str]:
+    """The canned answer as n fresh connections (both workers) see it."""
+
+    async def one() -> str:
+        client = proxy.client()
+        try:
+            resp = await client.chat.completions.create(
+                model="support-bot", messages=[{"role": "user", "content": "I forgot my password"}],
+            )  # fmt: skip
+            return (resp.choices[0].message.content or "").split(" https://")[0]
+        finally:
+            await client.close()
+
+    return set(await asyncio.gather(*(one() for _ in range(n))))
+
+
+async def wait_for(proxy: Proxy, expected: str, timeout_s: float = 15) -> set[str]:
+    deadline = time.monotonic() + timeout_s
+    seen: set[str] = set()
+    while time.monotonic() < deadline:
+        seen = await canned_answers(proxy, 12)
+        if seen == {expected}:
+            return seen
+        await asyncio.sleep(0.3)
+    return seen
+
+
+def reload_now(proxy: Proxy, key: str = TEST_MASTER_KEY) -> httpx.Response:
+    return httpx.post(
+        f"{proxy.base_url}/gateway/reload", headers={"Authorization": f"Bearer {key}"}
+    )
+
+
+def request_log(config_path: Path) -> list[dict[str, Any]]:
+    logs = Path(yaml.safe_load(config_path.read_text())["observability"]["request_log"]["dir"])
+    return [json.loads(line) for p in logs.glob("requests-*.jsonl")
+            for line in p.read_text().splitlines()]  # fmt: skip
+
+
+def config_status(proxy: Proxy) -> dict[str, Any]:
+    return dict(httpx.get(f"{proxy.base_url}/gateway/config", headers=AUTH).json())
+
+
+def metric(proxy: Proxy, sample: str) -> float:
+    text = httpx.get(f"{proxy.base_url}/metrics", headers=AUTH).text
+    for line in text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+async def test_valid_edit_reaches_every_worker(reload_gateway: Proxy, config_path: Path) -> None:
+    assert await canned_answers(reload_gateway, 8) == {CANNED}
+    before = config_status(reload_gateway)["generation"]
+    edit_config(config_path, set_canned("Reset it at"))
+    assert await wait_for(reload_gateway, "Reset it at") == {"Reset it at"}
+    assert config_status(reload_gateway)["generation"] > before
+    assert metric(reload_gateway, 'gateway_config_reloads_total{result="ok"}') >= 2  # both
+
+
+async def test_invalid_edit_is_rejected_and_last_good_keeps_serving(
+    reload_gateway: Proxy, config_path: Path
+) -> None:
+    edit_config(config_path, set_canned("Before the bad edit:"))
+    assert await wait_for(reload_gateway, "Before the bad edit:") == {"Before the bad edit:"}
+    good = yaml.safe_load(config_path.read_text())  # noqa: ASYNC240
+    try:
+        edit_config(config_path, lambda d: d["cache"]["semantic"].update(threshold=1.5))
+        await asyncio.sleep(1.5)  # every worker polls every 0.5 s
+        status = config_status(reload_gateway)
+        assert status["last_error"] is not None
+        assert str(config_path) in status["last_error"]
+        assert "cache.semantic.threshold" in status["last_error"]
+        assert "less than or equal to 1" in status["last_error"]
+        assert await canned_answers(reload_gateway, 8) == {"Before the bad edit:"}
+        forced = reload_now(reload_gateway)
+        assert forced.status_code == 422
+        assert "cache.semantic.threshold" in forced.json()["last_error"]
+        assert metric(reload_gateway, 'gateway_config_reloads_total{result="rejected"}') >= 2
+        refused = reload_now(reload_gateway, KEY)
+        assert refused.status_code == 403
+    finally:
+        edit_config(config_path, lambda d: d.update(good))
+    await asyncio.sleep(1.5)
+    assert config_status(reload_gateway)["last_error"] is None
+
+
+async def test_in_flight_request_finishes_on_its_generation(
+    reload_gateway: Proxy, config_path: Path, clean_sim: SimProvider
+) -> None:
+    clean_sim.set_model(
+        "sim-gpt-a", {"tokens_per_second": 40, "answer_words": {"min": 60, "max": 60}}
+    )
+    clean_sim.set_model(
+        "sim-gpt-b", {"tokens_per_second": 40, "answer_words": {"min": 60, "max": 60}}
+    )
+    client = reload_gateway.client(timeout=60)
+    query = f"a slow streamed answer please {time.time()}"
+    async with client.chat.completions.with_streaming_response.create(
+        model="gpt-sim", messages=[{"role": "user", "content": query}], stream=True,
+    ) as raw:  # fmt: skip
+        stream = await raw.parse()
+        first = await stream.__anext__()
+        started_on = config_status(reload_gateway)["generation"]
+        edit_config(config_path, set_canned(f"Mid-stream edit {started_on}:"))
+        await asyncio.sleep(1.5)  # the reload happens while the answer still streams
+        text = "".join(c.delta.content or "" for c in first.choices)
+        async for chunk in stream:
+            text += "".join(c.delta.content or "" for c in chunk.choices)
+    assert len(text.split()) >= 50
+    records = request_log(config_path)
+    mine = next(r for r in records if r["stream"] and r["route"] == "gpt-sim")
+    assert mine["status"] == 200 and mine["tokens"]["completion"] > 0
+    assert mine["generation"] == started_on, "logged by the generation it started on"
+    assert config_status(reload_gateway)["generation"] > started_on
+
+
+async def test_limit_counters_survive_a_reload(reload_gateway: Proxy, config_path: Path) -> None:
+    into_minute = time.time() % 60
+    if into_minute > 40:  # limits count per calendar minute
+        await asyncio.sleep(60.5 - into_minute)
+    client = reload_gateway.client(api_key=KEY)
+
+    async def attempt() -> str:
+        try:
+            await client.chat.completions.create(model="gpt-sim", messages=[
+                {"role": "user", "content": f"count me {time.time()}"}])  # fmt: skip
+            return "200"
+        except openai.RateLimitError:
+            return "429"
+
+    first = [await attempt() for _ in range(RPM - 1)]
+    generation = config_status(reload_gateway)["generation"]
+    edit_config(config_path, set_canned(f"Limits stay {generation}:"))
+    assert await wait_for(reload_gateway, f"Limits stay {generation}:")
+    rest = [await attempt() for _ in range(2)]
+    assert first + rest == ["200"] * RPM + ["429"]
