@@ -125,6 +125,16 @@ def build_parser() -> argparse.ArgumentParser:
     us.add_argument("--day", help="YYYY-MM-DD (UTC; default: today)")
     us.add_argument("--json", action="store_true", help="print the JSON report")
 
+    rep = sub.add_parser("report", help="analytics from request logs (files, folders, globs)")
+    rep.add_argument("--logs", nargs="+", required=True, metavar="PATH",
+                     help="request-log files, folders of requests-*.jsonl[.N], globs")  # fmt: skip
+    rep.add_argument("--since", help="only the last 30m, 1h, 2d, ... (before now)")
+    rep.add_argument("--start", help="ISO time, inclusive (UTC unless an offset is given)")
+    rep.add_argument("--end", help="ISO time, exclusive")
+    rep.add_argument("--out", type=Path, default=Path("reports/analytics"),
+                     help="folder for analytics.md and analytics.json")  # fmt: skip
+    rep.add_argument("--top", type=int, default=10, help="intents shown in the cost table")
+
     check = sub.add_parser("check-config", help="validate config/gateway.yaml and exit")
     check.add_argument("--gateway-config", type=Path, default=DEFAULT_GATEWAY_CONFIG)
     check.add_argument("--config", type=Path, default=DEFAULT_LITELLM_CONFIG)
@@ -152,6 +162,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from extensions.access.commands import new_key_command
 
             return new_key_command(args)
+        if args.command == "report":
+            from extensions.observe.report import report_command
+
+            return report_command(args)
         if args.command == "calibrate-cache":
             from extensions.cache.commands import calibrate_cache
 
