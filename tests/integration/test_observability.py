@@ -14,6 +14,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 from collections import Counter
@@ -288,3 +289,30 @@ def test_dashboard_renders_charts_in_headless_chromium(
     subprocess.run([*base, f"--screenshot={shot}", url], capture_output=True, timeout=90,
                    check=True)  # fmt: skip
     assert shot.stat().st_size > 10_000 and shot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_agrees_with_what_was_sent(
+    traffic: list[Row], log_folder: Path, obs_gateway: Proxy, tmp_path: Path
+) -> None:
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "gateway"), "report", "--logs", str(log_folder),
+         "--since", "1h", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert "# Gateway analytics" in done.stdout
+    report = json.loads((tmp_path / "analytics.json").read_text())
+    assert (tmp_path / "analytics.md").read_text().strip() == done.stdout.strip()
+    assert report["requests"] == len(traffic)
+    assert report["by_action"] == dict(Counter(action for _, action, _, _ in traffic))
+    assert report["by_route"] == dict(Counter(route for route, _, _, _ in traffic))
+    hits = sum(1 for _, _, cache, _ in traffic if cache == "HIT_EXACT")
+    lookups = sum(1 for _, _, cache, _ in traffic if cache in ("HIT_EXACT", "MISS"))
+    assert (report["cache"]["chat_hits"], report["cache"]["chat_lookups"]) == (hits, lookups)
+    assert report["router"]["refusals"] == 1 and report["router"]["requests"] == 3
+    assert report["errors"]["by_status"] == {"401": 1, "400": 1}
+    assert report["fallbacks"]["requests"] == 1
+    samples = scrape(obs_gateway)
+    spent = sum(by_metric(samples, "gateway_cost_usd_total").values())
+    assert report["total_cost_usd"] == pytest.approx(spent, rel=1e-6)
+    saved = sum(by_metric(samples, "gateway_savings_usd_total").values())
+    assert report["savings"]["total_usd"] == pytest.approx(saved, rel=1e-6)
