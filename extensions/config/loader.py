@@ -90,6 +90,46 @@ def litellm_prices(path: Path | str) -> dict[str, tuple[float, float]]:
     return prices
 
 
+EXTENDS = "extends"
+
+
+def _merge(base: dict[str, object], over: dict[str, object]) -> dict[str, object]:
+    """``over`` on top of ``base``: mappings merge key by key, anything else replaces."""
+    out = dict(base)
+    for key, value in over.items():
+        old = out.get(key)
+        out[key] = (
+            _merge(old, value) if isinstance(old, dict) and isinstance(value, dict) else value
+        )
+    return out
+
+
+def config_chain(path: Path) -> list[Path]:
+    """The file and, through ``extends: <path relative to it>``, the files it builds on
+    (base first). An overlay holds only what differs, e.g. a deployment's Redis."""
+    chain: list[Path] = []
+    current: Path | None = path
+    while current is not None:
+        if current in chain:
+            raise ConfigError(path, [f"{EXTENDS}: cycle through {current}"])
+        chain.insert(0, current)
+        parent = read_yaml_mapping(current).get(EXTENDS)
+        if parent is not None and not isinstance(parent, str):
+            raise ConfigError(current, [f"{EXTENDS}: expected a file path, got {parent!r}"])
+        current = (current.parent / parent).resolve() if parent else None
+    return chain
+
+
+def read_gateway_yaml(path: Path) -> dict[str, object]:
+    """gateway.yaml with what it ``extends`` merged underneath."""
+    data: dict[str, object] = {}
+    for file in config_chain(path):
+        layer = read_yaml_mapping(file)
+        layer.pop(EXTENDS, None)
+        data = _merge(data, layer)
+    return data
+
+
 def load_gateway_config(
     path: Path | str,
     model_groups: Set[str] | None = None,
@@ -102,7 +142,7 @@ def load_gateway_config(
     """
     p = Path(path)
     problems: list[str] = []
-    data = substitute_env(read_yaml_mapping(p), os.environ if environ is None else environ, "",
+    data = substitute_env(read_gateway_yaml(p), os.environ if environ is None else environ, "",
                           problems)  # fmt: skip
     if problems:
         raise ConfigError(p, problems)

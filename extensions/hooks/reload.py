@@ -28,6 +28,7 @@ from typing import Any
 from litellm.integrations.custom_logger import CustomLogger
 
 from extensions.config.errors import ConfigError
+from extensions.config.loader import config_chain
 from extensions.hooks.assembly import Parts
 from extensions.hooks.auth import GatewayAuth
 from extensions.hooks.gateway_callback import GatewayCallback, _gateway_meta
@@ -137,7 +138,11 @@ class ReloadingCallback(CustomLogger):  # type: ignore[misc]
 
 
 def file_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """One hash over the file and every file it ``extends``."""
+    digest = hashlib.sha256()
+    for file in config_chain(path):
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
 
 
 class ConfigReloader:
@@ -193,6 +198,9 @@ class ConfigReloader:
             self.last_checked = time.time()
             try:
                 digest = await asyncio.to_thread(file_digest, self.path)
+            except ConfigError as exc:
+                self._reject(str(exc), None)
+                return self.status()
             except OSError as exc:
                 self._reject(f"{self.path}: cannot read the file ({exc})", None)
                 return self.status()

@@ -73,3 +73,46 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_yaml_path_rendering() -> None:
     assert yaml_path(("routers", 0, "intents", 2, "name")) == "routers[0].intents[2].name"
     assert yaml_path(()) == "(top level)"
+
+
+def test_extends_merges_an_overlay_over_its_base(tmp_path: Path) -> None:
+    from extensions.config.loader import config_chain, read_gateway_yaml
+
+    (tmp_path / "base.yaml").write_text(
+        "cache:\n  ttl_s: 60\n  memory: {max_entries: 10, eviction: lru}\n"
+        "access:\n  keys: [{alias: a, owner: o, env: A_KEY}]\n"
+    )
+    (tmp_path / "prod").mkdir()
+    overlay = tmp_path / "prod" / "gateway.yaml"
+    overlay.write_text("extends: ../base.yaml\ncache:\n  memory: {eviction: lfu}\n"
+                       "access:\n  keys: []\n")  # fmt: skip
+    assert config_chain(overlay) == [(tmp_path / "base.yaml").resolve(), overlay]
+    data = read_gateway_yaml(overlay)
+    assert data["cache"] == {"ttl_s": 60, "memory": {"max_entries": 10, "eviction": "lfu"}}
+    assert data["access"] == {"keys": []}, "lists replace, they do not merge"
+    assert "extends" not in data
+
+
+def test_the_production_overlay_is_valid() -> None:
+    from extensions.config.loader import litellm_model_groups, load_gateway_config
+
+    repo = Path(__file__).resolve().parents[2] / "config"
+    config = load_gateway_config(repo / "gateway.production.yaml",
+                                 litellm_model_groups(repo / "litellm.yaml"),
+                                 {"GATEWAY_REDIS_URL": "redis://redis:6379/0"})  # fmt: skip
+    assert config.redis.url == "redis://redis:6379/0"
+    assert (config.cache.tier.value, config.access.limits.store.value) == ("shared", "redis")
+    assert config.routers, "the routers of gateway.yaml come along"
+
+
+def test_extends_cycle_and_bad_value_are_config_errors(tmp_path: Path) -> None:
+    from extensions.config.loader import load_gateway_config
+
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("extends: b.yaml\n")
+    b.write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="extends: cycle"):
+        load_gateway_config(a, None, {})
+    a.write_text("extends: [b.yaml]\n")
+    with pytest.raises(ConfigError, match="extends: expected a file path"):
+        load_gateway_config(a, None, {})
