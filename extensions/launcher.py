@@ -70,6 +70,11 @@ class ProxyLaunch:
         env.setdefault("LITELLM_MODE", "PRODUCTION")  # do not read a .env file
         env.setdefault("DISABLE_SCHEMA_UPDATE", "True")
         env.setdefault("NO_DOCS", "False")
+        # uvicorn kills a worker that does not answer its supervisor's ping within this
+        # many seconds (default 5). A worker loading the encoder and training routers on
+        # a busy machine can hold the GIL that long: it was killed and restarted in a
+        # loop during the soak run. Hung workers are still replaced, a minute later.
+        env.setdefault("TIMEOUT_WORKER_HEALTHCHECK", "60")
         env["GATEWAY_CONFIG"] = str(self.gateway_config)
         env["GATEWAY_LITELLM_CONFIG"] = str(self.litellm_config)
         if self.sim_url:
