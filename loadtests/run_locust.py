@@ -1,0 +1,152 @@
+"""Run the locust scenarios headless against a local gateway on the simulated provider.
+
+Starts ``gateway sim-provider`` and ``gateway proxy --sim-url`` (the same entry
+points as ``make run`` and the tests) on free ports, with the load-test gateway
+config (loadtests/loadtest_config.py: config/gateway.yaml plus two teams and four
+keys), waits until the proxy is ready, runs locust headless, stops both and exits
+with locust's exit code (non-zero if any request failed).
+
+    .venv/bin/python -m loadtests.run_locust [--users 20] [--spawn-rate 5] [--run-time 60s]
+        [--out reports] [--workers 1] [--limited-rpm 300] [-- EXTRA LOCUST ARGS]
+
+Writes into --out: locust_stats.csv, locust_stats_history.csv, locust_failures.csv,
+locust_exceptions.csv, locust.html, locust_outcomes.json (the gateway's outcome
+counts) and locust-stack/ (the derived gateway.yaml and the processes' logs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from extensions.launcher import DEFAULT_SIM_CONFIG, DEMO_MASTER_KEY, DEMO_SIM_KEY, wait_http_ok
+from loadtests.loadtest_config import LIMITED_RPM, loadtest_keys, write_loadtest_config
+
+REPO = Path(__file__).resolve().parents[1]
+LOCUSTFILE = REPO / "loadtests" / "locustfile.py"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def gateway_cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "extensions.cli", *args]
+
+
+def locust_command(host: str, users: int, spawn_rate: float, run_time: str, out: Path,
+                   extra: Sequence[str] = ()) -> list[str]:  # fmt: skip
+    return [
+        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
+        "--host", host, "-u", str(users), "-r", str(spawn_rate), "-t", run_time,
+        "--csv", str(out / "locust"), "--html", str(out / "locust.html"), "--only-summary",
+        *extra,
+    ]  # fmt: skip
+
+
+class Child:
+    """A process of the stack, its output in a log file, stopped with its process group."""
+
+    def __init__(self, name: str, cmd: list[str], env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                         cwd=REPO, start_new_session=True)  # fmt: skip
+
+    def stop(self) -> None:
+        if self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=15)
+
+    def tail(self, chars: int = 3000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+
+def run(args: argparse.Namespace) -> int:
+    out: Path = args.out.resolve()
+    stack_dir = out / "locust-stack"
+    stack_dir.mkdir(parents=True, exist_ok=True)
+    config = write_loadtest_config(stack_dir, args.limited_rpm)
+    keys = loadtest_keys()
+    env = dict(os.environ)
+    env.setdefault("LITELLM_MASTER_KEY", DEMO_MASTER_KEY)
+    env.setdefault("SIM_API_KEY", DEMO_SIM_KEY)
+    env.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    env.update(keys)
+    sim_port, proxy_port = free_port(), free_port()
+    sim_url, base = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{proxy_port}"
+    children: list[Child] = []
+    started = time.monotonic()
+    try:
+        sim_cmd = gateway_cli(
+            "sim-provider", "--config", str(args.sim_config), "--port", str(sim_port)
+        )
+        sim = Child("sim-provider", sim_cmd, env, stack_dir)
+        children.append(sim)
+        wait_http_ok(f"{sim_url}/_sim/health", 30, sim.proc)
+        proxy_cmd = gateway_cli(
+            "proxy", "--gateway-config", str(config), "--port", str(proxy_port),
+            "--workers", str(args.workers), "--sim-url", sim_url, "--log-level", args.log_level,
+        )  # fmt: skip
+        proxy = Child("proxy", proxy_cmd, env, stack_dir)
+        children.append(proxy)
+        try:
+            wait_http_ok(f"{base}/health/readiness", args.ready_timeout, proxy.proc)
+        except (RuntimeError, TimeoutError) as exc:
+            print(f"run_locust: the gateway did not start: {exc}\n{proxy.tail()}", file=sys.stderr)
+            return 1
+        print(f"run_locust: gateway ready on {base} after {time.monotonic() - started:.1f}s; "
+              f"locust {args.users} users for {args.run_time}", flush=True)  # fmt: skip
+        locust_env = dict(env)
+        locust_env["GATEWAY_KEYS"] = ",".join(keys.values())
+        cmd = locust_command(base, args.users, args.spawn_rate, args.run_time, out, args.extra)
+        code = subprocess.call(cmd, env=locust_env, cwd=REPO)
+        print(f"run_locust: reports in {out} (locust.html, locust_stats.csv, "
+              f"locust_outcomes.json); exit code {code}", flush=True)  # fmt: skip
+        return code
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        for child in reversed(children):
+            child.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-u", "--users", type=int, default=20)
+    parser.add_argument("-r", "--spawn-rate", type=float, default=5)
+    parser.add_argument("-t", "--run-time", default="60s")
+    parser.add_argument("--out", type=Path, default=REPO / "reports")
+    parser.add_argument("--workers", type=int, default=1, help="proxy worker processes")
+    parser.add_argument(
+        "--limited-rpm",
+        type=int,
+        default=LIMITED_RPM,
+        help="rpm of the rate-limited key mobile-android (0: no limit)",
+    )
+    parser.add_argument("--sim-config", type=Path, default=DEFAULT_SIM_CONFIG)
+    parser.add_argument(
+        "--log-level", default="ERROR", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    parser.add_argument("--ready-timeout", type=float, default=180)
+    parser.add_argument("extra", nargs="*", help="after --: more locust arguments")
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
