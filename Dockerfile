@@ -13,7 +13,9 @@ COPY extensions/ extensions/
 RUN scripts/bootstrap.sh
 COPY config/ config/
 ENV PATH="/app/.venv/bin:${PATH}"
-RUN useradd --system --uid 10001 gateway && chown -R gateway /app
+# /app/logs: request logs (gateway.production.yaml). A named volume mounted there starts
+# as a copy of this folder, owner included, so the gateway user can write to it.
+RUN useradd --system --uid 10001 gateway && mkdir -p /app/logs && chown -R gateway /app
 USER gateway
 EXPOSE 4000
 ENTRYPOINT ["gateway"]

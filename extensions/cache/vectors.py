@@ -12,13 +12,17 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
 from extensions.backends.redis import RedisLink
 from extensions.embedding.encoder import Vectors
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +60,10 @@ class MemoryVectorIndex:
         self._graphs: dict[str, _Graph] = {}
         self._order: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._labels = itertools.count(1)
-        self._lock = asyncio.Lock()  # writers only; searches run concurrently
+        # usearch graphs and the maps around them are not safe to change while another
+        # thread searches them: every operation runs on this one thread, in order,
+        # off the event loop
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vector-index")
         self.evictions = 0
 
     def __len__(self) -> int:
@@ -104,9 +111,11 @@ class MemoryVectorIndex:
             graph.names[int(label)] = entry_id
             self._order[(namespace, entry_id)] = None
 
+    async def _on_index_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
     async def add(self, namespace: str, entry_id: str, vector: Vectors, ttl_s: float) -> None:
-        async with self._lock:  # graph insertion takes ~0.1-1 ms: off the event loop
-            await asyncio.to_thread(self.add_now, namespace, entry_id, vector)
+        await self._on_index_thread(self.add_now, namespace, entry_id, vector)
 
     def search_now(self, namespace: str, vector: Vectors, k: int) -> list[Neighbour]:
         graph = self._graphs.get(namespace)
@@ -121,11 +130,10 @@ class MemoryVectorIndex:
         return out
 
     async def search(self, namespace: str, vector: Vectors, k: int) -> list[Neighbour]:
-        return self.search_now(namespace, vector, k)  # sub-millisecond at 100k entries
+        return await self._on_index_thread(self.search_now, namespace, vector, k)
 
     async def remove(self, namespace: str, entry_id: str) -> None:
-        async with self._lock:
-            self._remove_now(namespace, entry_id)
+        await self._on_index_thread(self._remove_now, namespace, entry_id)
 
 
 class RedisVectorIndex:
