@@ -232,12 +232,18 @@ class FastLane:
         """True when the request was answered here."""
         started = time.perf_counter()
         TRACE.set({"t0": started})
+        problem = None
         try:
-            body = json.loads(raw)
-        except ValueError:
-            return False
-        if not isinstance(body, dict) or not isinstance(body.get("model"), str):
-            return False
+            body = json.loads(raw, parse_constant=_no_constants)
+        except (ValueError, RecursionError) as exc:  # bad JSON, NaN, absurd nesting
+            body, problem = None, f"The body is not valid JSON ({type(exc).__name__})."
+        if problem is None and not isinstance(body, dict):
+            problem = "The body must be a JSON object."
+        elif problem is None and not isinstance(body.get("model"), str):
+            problem = "'model' is required and must be a string."
+        if problem is not None:
+            await self._send_json(send, 400, _error(problem, "invalid_request_error"), {})
+            return True
         if isinstance(body.get("metadata"), dict):
             body["metadata"].pop(META_KEY, None)  # only the gateway writes its record
         caller = self._caller(scope)
@@ -414,6 +420,10 @@ def _capturing(send: Send, key: str, caching: Any) -> Send:
                 await caching.embedding_store(key, body)
 
     return wrapped
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def _error(message: str, kind: str) -> dict[str, Any]:

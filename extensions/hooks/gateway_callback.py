@@ -351,8 +351,14 @@ class GatewayCallback(CustomLogger):  # type: ignore[misc]
     ) -> AsyncIterator[Any]:
         cached = (_gateway_meta(request_data).get(CACHE_META) or {}).get("outcome") in SERVED
         stream = rechunk(response) if cached else response
-        async for chunk in stream:
-            yield chunk
+        complete = False
+        try:
+            async for chunk in stream:
+                yield chunk
+            complete = True
+        finally:
+            if not complete:  # the client went away: a partial answer is never cached
+                self._pending({"litellm_params": request_data})
 
     async def async_post_call_response_headers_hook(
         self,

@@ -37,7 +37,7 @@ def _check_message(i: int, msg: object) -> RequestProblem | None:
     if not isinstance(msg, Mapping):
         return RequestProblem(where, f"'{where}' must be an object with 'role' and 'content'.")
     role = msg.get("role")
-    if role not in ROLES:
+    if not isinstance(role, str) or role not in ROLES:
         allowed = ", ".join(sorted(ROLES))
         return RequestProblem(f"{where}.role", f"'{where}.role' must be one of: {allowed}.")
     content = msg.get("content")
@@ -54,8 +54,38 @@ def _check_message(i: int, msg: object) -> RequestProblem | None:
                     f"{where}.content[{j}]",
                     f"'{where}.content[{j}]' must be an object with a 'type'.",
                 )
+            problem = _check_part(f"{where}.content[{j}]", part)
+            if problem:
+                return problem
         return None
     return RequestProblem(f"{where}.content", f"'{where}.content' must be a string or a list.")
+
+
+def _check_part(where: str, part: Mapping[str, object]) -> RequestProblem | None:
+    """The payload a content part's type names must be there (``text``, ``image_url.url``)."""
+    kind = part["type"]
+    if kind == "text" and not isinstance(part.get("text"), str):
+        return RequestProblem(f"{where}.text", f"'{where}.text' must be a string.")
+    if kind == "image_url":
+        image = part.get("image_url")
+        url = image.get("url") if isinstance(image, Mapping) else image
+        if not isinstance(url, str) or not url:
+            message = f"'{where}.image_url' must be an object with a 'url'."
+            return RequestProblem(f"{where}.image_url", message)
+    return None
+
+
+RESPONSE_FORMATS = ("text", "json_object", "json_schema")
+
+
+def _check_response_format(data: Mapping[str, object]) -> RequestProblem | None:
+    fmt = data.get("response_format")
+    if fmt is None:
+        return None
+    if not isinstance(fmt, Mapping) or fmt.get("type") not in RESPONSE_FORMATS:
+        return RequestProblem("response_format", "'response_format' must be an object whose "
+                              f"'type' is one of: {', '.join(RESPONSE_FORMATS)}.")  # fmt: skip
+    return None
 
 
 def _check_sampling(data: Mapping[str, object]) -> RequestProblem | None:
@@ -82,7 +112,7 @@ def check_chat_request(data: Mapping[str, object]) -> RequestProblem | None:
         problem = _check_message(i, msg)
         if problem:
             return problem
-    return _check_sampling(data)
+    return _check_response_format(data) or _check_sampling(data)
 
 
 def check_embedding_request(data: Mapping[str, object]) -> RequestProblem | None:
@@ -96,8 +126,8 @@ def check_embedding_request(data: Mapping[str, object]) -> RequestProblem | None
         return None
     if all(isinstance(x, int) and not isinstance(x, bool) for x in inp):
         return None
-    if all(isinstance(x, list) and all(isinstance(t, int) for t in x) for x in inp):
+    if all(isinstance(x, list) and x and all(isinstance(t, int) for t in x) for x in inp):
         return None
     return RequestProblem(
-        "input", "'input' must be a string, a list of strings or a list of token lists."
+        "input", "'input' must be a string, a list of strings or a list of non-empty token lists."
     )

@@ -3,7 +3,9 @@
 Admin API (no auth; the server binds to 127.0.0.1):
 
 - ``GET /_sim/health`` -> ``{"status": "ok", "uptime_s", "models": [...]}``
-- ``GET /_sim/stats`` -> ``{"total", "streaming", "by_model", "by_endpoint", "by_fault"}``
+- ``GET /_sim/stats`` -> ``{"total", "streaming", "by_model", "by_endpoint", "by_fault",
+  "streams"}``; ``streams``: ``{"open", "started", "completed", "cancelled", "dropped"}`` (streamed
+  answers being sent now, and how the others ended: ``cancelled`` = the caller went away)
 - ``POST /_sim/reset`` -> clears stats, overrides, fault counters, prompt cache, request log
 - ``GET /_sim/models`` / ``GET /_sim/models/{model}`` -> effective behaviour and its source
 - ``PUT /_sim/models/{model}`` (body: a ``models`` entry) -> runtime override

@@ -9,12 +9,13 @@ and ``paced_events`` / ``DropResponse`` to emit (or cut) the answer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.datastructures import Headers
@@ -52,6 +53,8 @@ class Plan:
     fault: FaultRule | None
     ttft_s: float
     tokens_per_second: float
+    # where a streamed answer reports how it ended (the stats current when it was planned)
+    streams: StreamCounts | None = field(default=None, compare=False)
 
     @property
     def drop(self) -> FaultRule | None:
@@ -60,6 +63,32 @@ class Plan:
     def generation_delay(self, tokens: int) -> float:
         """Non-streaming delay: time to first token plus time to produce ``tokens``."""
         return self.ttft_s + tokens / self.tokens_per_second
+
+
+class StreamCounts:
+    """Streamed answers: how many are being sent now and how the finished ones ended.
+
+    ``completed``: every event was sent; ``cancelled``: the client went away (or the
+    server stopped) before the end; ``dropped``: cut by a ``drop`` fault.
+    """
+
+    ENDINGS = ("completed", "cancelled", "dropped")
+
+    def __init__(self) -> None:
+        self.open = 0
+        self.started = 0
+        self.ended: dict[str, int] = dict.fromkeys(self.ENDINGS, 0)
+
+    def opened(self) -> None:
+        self.open += 1
+        self.started += 1
+
+    def closed(self, ending: str) -> None:
+        self.open -= 1
+        self.ended[ending] += 1
+
+    def as_json(self) -> dict[str, int]:
+        return {"open": self.open, "started": self.started, **self.ended}
 
 
 class Stats:
@@ -71,6 +100,7 @@ class Stats:
         self.by_model: dict[str, int] = {}
         self.by_endpoint: dict[str, int] = {}
         self.by_fault: dict[str, int] = {}
+        self.streams = StreamCounts()
 
     def count(self, endpoint: str, model: str, stream: bool) -> None:
         self.total += 1
@@ -89,6 +119,7 @@ class Stats:
             "by_model": dict(self.by_model),
             "by_endpoint": dict(self.by_endpoint),
             "by_fault": dict(self.by_fault),
+            "streams": self.streams.as_json(),
         }
 
 
@@ -214,6 +245,7 @@ class SimState:
             fault=fault,
             ttft_s=(behaviour.ttft_ms if ttft_ms is None else ttft_ms) / 1000.0,
             tokens_per_second=behaviour.tokens_per_second if tps is None else tps,
+            streams=self.stats.streams,
         )
 
 
@@ -370,15 +402,59 @@ async def paced_events(plan: Plan, events: Sequence[Event]) -> AsyncIterator[byt
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
+class TrackedStreamingResponse(StreamingResponse):
+    """A ``StreamingResponse`` that counts itself in ``StreamCounts`` while it is sent and
+    records how it ended (``/_sim/stats`` -> ``streams``), so tests can tell whether a
+    caller that went away also ended the upstream stream."""
+
+    def __init__(
+        self,
+        source: AsyncIterator[bytes],
+        counts: StreamCounts | None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self._source = source
+        self._counts = counts
+        self._finished = False
+        super().__init__(self._watch(source), media_type="text/event-stream", headers=headers)
+
+    async def _watch(self, source: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        async for chunk in source:
+            yield chunk
+        self._finished = True
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        counts = self._counts
+        if counts is None:
+            await super().__call__(scope, receive, send)
+            return
+        counts.opened()
+        ending = "cancelled"
+        try:
+            await super().__call__(scope, receive, send)
+        except BaseException as exc:
+            if is_simulated_drop(exc):
+                ending = "dropped"
+            raise
+        finally:
+            if ending != "dropped" and self._finished:
+                ending = "completed"
+            counts.closed(ending)
+            # a stream cut while waiting to send is left suspended: close it now
+            for gen in (self.body_iterator, self._source):
+                aclose = getattr(gen, "aclose", None)
+                if aclose is not None:
+                    with contextlib.suppress(RuntimeError):
+                        await aclose()
+
+
 def sse_response(
     plan: Plan, events: Sequence[Event], headers: Mapping[str, str] | None = None
 ) -> StreamingResponse:
     all_headers = dict(SSE_HEADERS)
     if headers:
         all_headers.update(headers)
-    return StreamingResponse(
-        paced_events(plan, events), media_type="text/event-stream", headers=all_headers
-    )
+    return TrackedStreamingResponse(paced_events(plan, events), plan.streams, all_headers)
 
 
 def sse_data(data: Any) -> bytes:

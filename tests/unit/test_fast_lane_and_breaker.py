@@ -141,5 +141,18 @@ async def test_bodies_under_the_limit_reach_litellm() -> None:
     from extensions.hooks.fast_lane import FastLane
 
     lane = FastLane(None, _Gateway(8192), None)  # type: ignore[arg-type]
-    _, _, reached = await _post(lane, b"not json" * 500, True)
+    body = json.dumps({"model": "gpt-sim", "pad": "y" * 4000}).encode()  # no key: LiteLLM's 401
+    _, _, reached = await _post(lane, body, True)
     assert reached
+
+
+@pytest.mark.parametrize("body", [b"not json", b"[1, 2]", b'{"model": [1]}', b'{"x": NaN}',
+                                  b"[" * 5000 + b"]" * 5000], ids=["text", "array", "model",
+                                                                   "nan", "deep"])  # fmt: skip
+async def test_malformed_bodies_get_400_here(body: bytes) -> None:
+    from extensions.hooks.fast_lane import FastLane
+
+    lane = FastLane(None, _Gateway(1 << 20), None)  # type: ignore[arg-type]
+    status, payload, reached = await _post(lane, body, True)
+    assert (status, reached) == (400, False)
+    assert payload["error"]["type"] == "invalid_request_error"
