@@ -250,8 +250,12 @@ class FastLane:
         if caller is None or not self.gateway.grant(caller).allows(body["model"]):
             return False  # LiteLLM and the pre-call hook answer 401 / 403
         check = check_embedding_request if path in EMBEDDING_PATHS else check_chat_request
-        if check(body) is not None:
-            return False  # the pre-call hook answers 400
+        shape = check(body)
+        if shape is not None:  # answered here: LiteLLM trips over some bodies (500)
+            error = _error(shape.message, "invalid_request_error")
+            error["error"].update(param=shape.param, code="400")
+            await self._send_json(send, 400, error, {})
+            return True
         request_id = f"req-{uuid.uuid4().hex}"
         if await self.gateway.refusal(caller, request_id) is not None:
             return False  # the pre-call hook checks again and answers 429 / 503

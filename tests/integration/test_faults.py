@@ -384,8 +384,9 @@ async def test_client_disconnect_mid_stream_cancels_upstream(
     assert r.status == 200 and answered(r), r.body
     assert r.cache == "MISS"
     # ...while a complete answer is (the query is cacheable)
+    await asyncio.sleep(0.3)  # stored once the answer completed (after the response)
     r = await post_chat(closed_client, PARALLEL_KEY, chat_body(texts[0]), "repeat")
-    assert r.cache == "HIT_EXACT"
+    assert r.cache in ("HIT_EXACT", "HIT_SEMANTIC"), r.cache
     # no parallel slot leaked: the key still gets MAX_PARALLEL requests in at once
     question = chat_body(unique("Explain what a mutex is for"))
     results = await asyncio.gather(
