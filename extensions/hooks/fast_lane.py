@@ -241,8 +241,12 @@ class FastLane:
             problem = "The body must be a JSON object."
         elif problem is None and not isinstance(body.get("model"), str):
             problem = "'model' is required and must be a string."
+        endpoint = "embeddings" if path in EMBEDDING_PATHS else "chat"
         if problem is not None:
-            await self._send_json(send, 400, _error(problem, "invalid_request_error"), {})
+            error = _error(problem, "invalid_request_error")
+            await self._send_json(send, 400, error, {})
+            self.gateway.refused_record({"endpoint": endpoint}, None, started, 400,
+                                        error["error"])  # fmt: skip
             return True
         if isinstance(body.get("metadata"), dict):
             body["metadata"].pop(META_KEY, None)  # only the gateway writes its record
@@ -255,6 +259,14 @@ class FastLane:
             error = _error(shape.message, "invalid_request_error")
             error["error"].update(param=shape.param, code="400")
             await self._send_json(send, 400, error, {})
+            meta = {
+                "endpoint": endpoint,
+                "route": body["model"],
+                "stream": body.get("stream") is True,
+            }
+            self.gateway.refused_record(meta, caller, started, 400,
+                                        {"type": "invalid_request_error",
+                                         "message": shape.message})  # fmt: skip
             return True
         request_id = f"req-{uuid.uuid4().hex}"
         if await self.gateway.refusal(caller, request_id) is not None:

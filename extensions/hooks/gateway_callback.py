@@ -480,6 +480,15 @@ class GatewayCallback(CustomLogger):  # type: ignore[misc]
                             _ms_since(meta.get("t0")), upstream, content=content,
                             saved_usd=float(meta.get("saved_usd") or 0.0))  # fmt: skip
 
+    def refused_record(self, meta: Mapping[str, Any], caller: Caller | None, t0: float,
+                       status: int, error: Mapping[str, str]) -> None:  # fmt: skip
+        """A request the fast lane refused itself (a malformed body: 400)."""
+        if self.observer is None:
+            return
+        who = Who(caller.alias, caller.team) if caller is not None else Who(None, None)
+        record = {"request_id": f"req-{uuid.uuid4().hex}", **meta}
+        self.observer.request(build_record(record, who, status, _ms_since(t0), error=error))
+
     def answered_record(self, body: Mapping[str, Any], caller: Caller, t0: float,
                         answer: Any) -> None:  # fmt: skip
         """A request the fast lane answered itself (cache hit, router answer)."""

@@ -89,6 +89,9 @@ class _Gateway:
         self.config = GatewayConfig.model_validate({"requests": {"max_body_bytes": limit}})
         self.observer = None
 
+    def refused_record(self, *args: Any) -> None:
+        self.refused = args
+
     def pinned(self) -> _Gateway:  # stands in for Generations too
         return self
 
