@@ -48,8 +48,6 @@ def _start_background() -> None:
     except RuntimeError:
         return
     reloader.start()
-    if generations.current.observer is not None:
-        generations.current.observer.ensure_started()
 
 
 def _install_fast_lane() -> None:

@@ -137,6 +137,7 @@ class FastLane:
         self.reloader = reloader
         self.answered = 0
         self.errors = 0
+        self._paths: tuple[GatewayCallback, dict[tuple[str, str], str]] | None = None
 
     @property
     def gateway(self) -> GatewayCallback:
@@ -148,23 +149,27 @@ class FastLane:
         return self.gateway.config.requests.max_body_bytes
 
     def operator_paths(self) -> dict[tuple[str, str], str]:
-        """(method, path) of the operators' endpoints, as the current generation sets them."""
+        """(method, path) of the operators' endpoints, as the current generation sets them
+        (worked out once per generation, not per request)."""
+        gateway = self.gateway
+        if self._paths is not None and self._paths[0] is gateway:
+            return self._paths[1]
         paths = {("GET", USAGE_PATH): "usage", ("GET", CONFIG_PATH): "config",
                  ("POST", RELOAD_PATH): "reload"}  # fmt: skip
-        settings = self.gateway.config.observability
+        settings = gateway.config.observability
         if settings.metrics.enabled:
             paths["GET", settings.metrics.path] = "metrics"
         if settings.dashboard.enabled:
             paths["GET", settings.dashboard.path] = "dashboard"
             paths["GET", settings.dashboard.path + "/data"] = "dashboard-data"
+        self._paths = (gateway, paths)
         return paths
 
     def _start_background(self) -> None:
-        observer = self.gateway.observer
-        if observer is not None:
-            observer.ensure_started()
         if self.reloader is not None:
             self.reloader.start()
+        elif self.gateway.observer is not None:
+            self.gateway.observer.ensure_started()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
@@ -278,18 +283,17 @@ class FastLane:
                       endpoint="embeddings" if path in EMBEDDING_PATHS else "chat",
                       generation=self.gateway.generation)  # fmt: skip
         if path in EMBEDDING_PATHS:
-            handled = await self._embeddings(scope, body, caller, replay, send)
+            handled = await self._embeddings(scope, body, caller, replay, send, started)
         else:
-            handled = await self._chat(scope, body, caller, send)
+            handled = await self._chat(scope, body, caller, send, started)
         if handled:
             saved = float(_gateway_meta(body).get("saved_usd") or 0.0)
             charge = Charge(caller.alias or "", caller.team, requested, saved_usd=saved)
             await self.gateway.finished(request_id, charge)
         return handled
 
-    async def _chat(self, scope: Scope, body: dict[str, Any], caller: Caller,
-                    send: Send) -> bool:  # fmt: skip
-        started = (TRACE.get() or {}).get("t0") or time.perf_counter()
+    async def _chat(self, scope: Scope, body: dict[str, Any], caller: Caller, send: Send,
+                    started: float) -> bool:  # fmt: skip
         requested = body["model"]
         headers = {"cache-control": _header(scope, b"cache-control") or ""}
         ready = await self.gateway.prepare(body, caller, headers)
@@ -313,14 +317,13 @@ class FastLane:
         return True
 
     async def _embeddings(self, scope: Scope, body: dict[str, Any], caller: Caller,
-                          replay: Receive, send: Send) -> bool:  # fmt: skip
+                          replay: Receive, send: Send, started: float) -> bool:  # fmt: skip
         caching = self.gateway.caching
         if caching is None:
             return False
         key = caching.embedding_key(body, caller.team, caller.key_id)
         if key is None:
             return False
-        started = (TRACE.get() or {}).get("t0") or time.perf_counter()
         hit = await caching.embedding_hit(key)
         record = _gateway_meta(body)
         record["cache"] = {"outcome": "HIT_EXACT" if hit is not None else "MISS"}

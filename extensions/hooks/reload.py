@@ -170,7 +170,11 @@ class ConfigReloader:
         self._gauge(generations.parts)
 
     def start(self) -> None:
-        """Start watching on the running loop (idempotent; only if ``reload.watch``)."""
+        """Start this worker's background work on the running loop (idempotent): the
+        current generation's observer tasks, and the watcher if ``reload.watch``."""
+        observer = self.generations.current.observer
+        if observer is not None:
+            observer.ensure_started()
         if not self.generations.parts.config.reload.watch:
             return
         if self._watcher is None or self._watcher.done():
