@@ -151,8 +151,13 @@ async def test_budget_exhausted_on_one_proxy_refuses_on_both(
     answered = 0
     for _ in range(10):
         try:
-            await chat(As(one, KEY_SPENDER), "gpt-sim", unique("spend"), extra_body=NO_CACHE,
-                       max_tokens=SPEND_MAX_TOKENS)
+            await chat(
+                As(one, KEY_SPENDER),
+                "gpt-sim",
+                unique("spend"),
+                extra_body=NO_CACHE,
+                max_tokens=SPEND_MAX_TOKENS,
+            )
         except openai.RateLimitError as exc:
             message = str(exc)
             assert "daily budget of key:spender ($0.00)" in message and "resets at" in message
