@@ -75,10 +75,24 @@ def load_sentence_transformer(settings: Embedding) -> Any:
     else:
         folder = settings.cache_dir / "onnx" / model_fingerprint(settings)
         file_name = _prepare_onnx(source, folder, settings.quantize)
+        options = onnx_session_options(settings.onnx_threads)
         model = SentenceTransformer(str(folder), backend="onnx", device="cpu",
-                                    model_kwargs={"file_name": file_name})  # fmt: skip
+                                    model_kwargs={"file_name": file_name,
+                                                  "session_options": options})  # fmt: skip
     model.max_seq_length = settings.max_seq_length
     return model
+
+
+def onnx_session_options(threads: int) -> Any:
+    """``threads`` intra-op threads that sleep when idle (ONNX's default spins a thread per
+    core between calls, taking CPU from the event loops on the same cores)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
 
 
 def int8_config() -> str:

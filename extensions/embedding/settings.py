@@ -30,3 +30,7 @@ class Embedding(StrictModel):
     max_batch_size: int = Field(32, ge=1, le=512)
     batch_window_ms: float = Field(0.0, ge=0, le=50)
     cache_dir: Path = Path(".cache/gateway")
+    # ONNX Runtime threads per encoder. One thread, without spin-waiting, leaves the
+    # other cores to the event loops: ONNX's default (a spinning thread per core) made
+    # every cache miss slower under load (loadtests/benchmark.py, README).
+    onnx_threads: int = Field(1, ge=1, le=64)

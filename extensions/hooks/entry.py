@@ -18,6 +18,7 @@ from pathlib import Path
 from extensions import logs
 from extensions.hooks.assembly import build_gateway
 from extensions.hooks.auth import GatewayAuth
+from extensions.hooks.heap import freeze_after_start
 from extensions.hooks.reload import ConfigReloader, Generations, ReloadingCallback
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "config"
@@ -42,12 +43,13 @@ custom_auth = _auth.authenticate
 def _start_background() -> None:
     """LiteLLM imports this module from its async start-up: start the gateway.yaml
     watcher and the observer's tasks in this worker now, before any traffic (else the
-    first request starts them)."""
+    first request starts them), and freeze the start-up heap once it has settled."""
     try:
-        asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
     except RuntimeError:
         return
     reloader.start()
+    freeze_after_start(loop)
 
 
 def _install_fast_lane() -> None:

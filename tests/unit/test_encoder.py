@@ -1,0 +1,42 @@
+"""The encoder's ONNX Runtime session: few threads, no spin-waiting (it shares the CPU with
+the event loops), and the shipped model loaded with those options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from extensions.embedding.encoder import load_sentence_transformer, onnx_session_options
+from extensions.embedding.settings import Embedding
+
+pytestmark = pytest.mark.unit
+
+SPINNING = "session.intra_op.allow_spinning"
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_session_options_bound_threads_and_never_spin(threads: int) -> None:
+    options = onnx_session_options(threads)
+    assert options.intra_op_num_threads == threads
+    assert options.inter_op_num_threads == 1
+    assert options.get_session_config_entry(SPINNING) == "0"
+
+
+def test_onnx_threads_default_is_one_and_bounded() -> None:
+    assert Embedding().onnx_threads == 1
+    with pytest.raises(ValueError, match="onnx_threads"):
+        Embedding(onnx_threads=0)
+
+
+def test_loaded_model_runs_with_the_configured_session() -> None:
+    """The options reach the InferenceSession that sentence-transformers builds."""
+    settings = Embedding(onnx_threads=2, cache_dir=Path(".cache/gateway"))
+    model = load_sentence_transformer(settings)
+    session = model[0].auto_model.model
+    used = session.get_session_options()
+    assert used.intra_op_num_threads == 2
+    assert used.get_session_config_entry(SPINNING) == "0"
+    vectors = model.encode(["reset my password"], normalize_embeddings=True)
+    assert vectors.shape == (1, 384) and abs(float(np.linalg.norm(vectors[0])) - 1.0) < 1e-5
