@@ -42,11 +42,10 @@ measured against the simulated provider (16 connections, 10 s), wrk used 0.04 ms
 CPU per request at 1,400 req/s, the Python generator 0.19 ms at 950 req/s (it became
 the bottleneck). The generator's CPU per request is printed for every target.
 
-Diagnostics (``bench_config/probe/sitecustomize.py`` on the proxies' PYTHONPATH; they
-change nothing else): --gc-probe records garbage-collection pauses in the windows (also
-for bare LiteLLM, which has no /metrics); --gc-freeze calls gc.freeze() in each proxy
-once it is up; --ort-threads N gives ONNX Runtime sessions N intra-op threads without
-spin-waiting. The last two try fixes before they are made in extensions/.
+Diagnostics (they change nothing else): --gc-probe puts ``bench_config/probe`` on the
+proxies' PYTHONPATH and records garbage-collection pauses in the windows (also for bare
+LiteLLM, which has no /metrics); --profile DIR samples each server's processes with
+py-spy during its windows and prints where the CPU went (``bench_profile.py``).
 
 Part of the test-free tooling (not run by ``make test``). On the shared 2-core machine
 run it under the CPU lock:
@@ -89,6 +88,8 @@ import yaml
 from extensions.launcher import DEFAULT_GATEWAY_CONFIG, DEFAULT_LITELLM_CONFIG, ProxyLaunch, Server
 from loadtests.bench_loadgen import MARK, LoadResult, Workload, default_generator, run_load
 from loadtests.bench_metrics import Scrape, scrape, window_metrics
+from loadtests.bench_profile import Recorder
+from loadtests.bench_profile import render as render_profile
 
 HERE = Path(__file__).resolve().parent
 BENCH_SIM_CONFIG = HERE / "bench_config" / "simprovider.yaml"
@@ -396,6 +397,9 @@ def _window(
     quiet = wait_quiet(pids, args.quiet_cores, args.quiet_timeout) if args.quiet_cores else None
     before: Scrape | None = scrape(service.base_url, key) if key else None
     me = psutil.Process()
+    recorder = Recorder(args.profile) if args.profile else None
+    if recorder:
+        recorder.start(service.pid, args.duration, f"{service.name}-{name}-{time.time_ns()}")
     cpu0, busy0, self0 = tree_cpu_s(service.pid), system_busy_s(), _self_cpu(me)
     up0 = tree_cpu_s(upstream.pid) if upstream else 0.0
     window_start = time.time()
@@ -425,6 +429,8 @@ def _window(
             o: round(load.share(o), 4) for o in ("HIT_EXACT", "HIT_SEMANTIC", "MISS", "BYPASS")
         },
     }
+    if recorder:
+        out["profile"] = recorder.finish()
     if service.env.get("BENCH_GC_DIR"):
         time.sleep(1.0)  # the probe writes every 0.5 s
         out["gc"] = gc_pauses(service, window_start, window_end)
@@ -453,18 +459,14 @@ GC_PROBE_DIR = HERE / "bench_config" / "probe"
 def probe_env(
     env: Mapping[str, str], args: argparse.Namespace, work: Path, name: str
 ) -> dict[str, str]:
-    """``env`` with the GC probe on PYTHONPATH (``--gc-probe`` / ``--gc-freeze``)."""
+    """``env`` with the GC probe on PYTHONPATH (``--gc-probe``)."""
     out = dict(env)
-    if not (args.gc_probe or args.gc_freeze or args.ort_threads):
+    if not args.gc_probe:
         return out
     gc_dir = work / "gc"
     gc_dir.mkdir(exist_ok=True)
     out["PYTHONPATH"] = os.pathsep.join(filter(None, [str(GC_PROBE_DIR), env.get("PYTHONPATH")]))
     out["BENCH_GC_DIR"] = str(gc_dir)
-    if args.gc_freeze:
-        out["BENCH_GC_FREEZE_FILE"] = str(work / f"freeze-{name}")
-    if args.ort_threads:
-        out["BENCH_ORT_THREADS"] = str(args.ort_threads)
     return out
 
 
@@ -490,15 +492,6 @@ def gc_pauses(service: Service, start: float, end: float) -> dict[str, Any] | No
         "gen2_count": len(gen2),
         "gen2_max_ms": round(max(gen2, default=0.0), 1),
     }
-
-
-def freeze_heap(service: Service) -> None:
-    """With --gc-freeze: ask the probe to gc.freeze() the started server, wait for it."""
-    flag = service.env.get("BENCH_GC_FREEZE_FILE")
-    if flag:
-        Path(flag).touch()
-        time.sleep(3.0)
-        service.settle()
 
 
 def base_env(master_key: str, sim_key: str) -> dict[str, str]:
@@ -586,7 +579,6 @@ def run_variant(
         bare_env = probe_env(env, args, log_dir, f"bare-{time.time_ns()}")
         bare = bare_service(v, args, sim, bare_env, log_dir, bare_config).start()
         try:
-            freeze_heap(bare)
             result["bare_ready_s"] = round(bare.ready_s, 1)
             result["targets"]["bare"] = measure("bare", bare, all_plans["bare"], args, None, sim)
         finally:
@@ -596,7 +588,6 @@ def run_variant(
         gw_env = probe_env(env, args, log_dir, f"gateway-{time.time_ns()}")
         gw = gateway_service(v, args, sim, gw_env, log_dir).start()
         try:
-            freeze_heap(gw)
             result["gateway_ready_s"] = round(gw.ready_s, 1)
             for t in wanted:
                 result["targets"][t] = measure(t, gw, all_plans[t], args, master_key, sim)
@@ -632,9 +623,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "gateway_config": str(args.gateway_config),
             "targets": list(args.targets),
             "fast_lane": os.environ.get("GATEWAY_FAST_LANE", "1"),
-            "gc_probe": bool(args.gc_probe or args.gc_freeze or args.ort_threads),
-            "gc_freeze": bool(args.gc_freeze),
-            "ort_threads": args.ort_threads or None,
+            "gc_probe": bool(args.gc_probe),
+            "profile": str(args.profile) if args.profile else None,
         },
         "variants": [],
     }
@@ -923,6 +913,9 @@ def render(report: Mapping[str, Any]) -> str:
         parts.append(table(HEADER, rows(report, v)))
         if any(t in v["targets"] for t in GATEWAY_TARGETS):
             parts += metric_lines(v)
+        for name, t in v["targets"].items():
+            if t.get("profile"):
+                parts += render_profile(name, t["profile"])
     if len(report["variants"]) > 1:
         parts.append("\nVariants (bare LiteLLM vs gateway miss: model):")
         body = []
@@ -1042,16 +1035,10 @@ def build_parser() -> argparse.ArgumentParser:
         "(bench_config/probe on their PYTHONPATH)",
     )
     p.add_argument(
-        "--gc-freeze",
-        action="store_true",
-        help="experiment: gc.freeze() each proxy once started (implies the probe)",
-    )
-    p.add_argument(
-        "--ort-threads",
-        type=int,
-        default=0,
-        help="experiment: N intra-op threads, no spinning, for the proxies' ONNX "
-        "Runtime sessions (implies the probe)",
+        "--profile",
+        type=Path,
+        help="diagnostic: py-spy every server during its windows, raw stacks into this "
+        "folder, and print where the CPU went",
     )
     p.add_argument("--log-dir", type=Path, help="keep the servers' logs here")
     p.add_argument("--json", type=Path, help="write the report here")

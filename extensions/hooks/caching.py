@@ -201,9 +201,9 @@ class CachingHook:
     def record(self, data: dict[str, Any], outcome: Outcome, ticket: Ticket | None,
                info: Mapping[str, Any]) -> None:  # fmt: skip
         self.outcomes[outcome.value] += 1
-        if logger.isEnabledFor(logging.INFO):
+        if logger.isEnabledFor(logging.DEBUG):  # the request log has it at INFO
             details = " ".join(f"{k}={v}" for k, v in info.items())
-            logger.info("cache %s model=%s %s", outcome.value, data.get("model"), details)
+            logger.debug("cache %s model=%s %s", outcome.value, data.get("model"), details)
         meta = data.setdefault("metadata", {})
         record = meta.setdefault(META_KEY, {})
         record[CACHE_META] = {"outcome": outcome.value, **info}

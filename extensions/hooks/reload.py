@@ -16,11 +16,12 @@ reads it once, so changing it needs a (rolling) restart.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
@@ -137,12 +138,29 @@ class ReloadingCallback(CustomLogger):  # type: ignore[misc]
         )
 
 
-def file_digest(path: Path) -> str:
-    """One hash over the file and every file it ``extends``."""
+Stamp = tuple[tuple[int, int, int], ...]
+
+
+def chain_stamp(chain: Sequence[Path]) -> Stamp:
+    """(mtime, size, inode) of each file: ``os.stat`` only, so a poll that finds nothing
+    changed reads and parses nothing (a swapped symlink, as in a Kubernetes ConfigMap,
+    changes the inode)."""
+    out = []
+    for file in chain:
+        st = file.stat()
+        out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+    return tuple(out)
+
+
+def chain_digest(path: Path) -> tuple[str, list[Path], Stamp]:
+    """One hash over the file and every file it ``extends``; the chain and its stamp
+    (taken before reading, so an edit during the read shows up at the next poll)."""
+    chain = config_chain(path)
+    stamp = chain_stamp(chain)
     digest = hashlib.sha256()
-    for file in config_chain(path):
+    for file in chain:
         digest.update(file.read_bytes())
-    return digest.hexdigest()
+    return digest.hexdigest(), chain, stamp
 
 
 class ConfigReloader:
@@ -159,7 +177,7 @@ class ConfigReloader:
         self.generations = generations
         self.auth = auth
         self.rebuild = rebuild
-        self.digest = file_digest(path)
+        self.digest, self._chain, self._stamp = chain_digest(path)
         self.loaded_at = time.time()
         self.last_error: str | None = None
         self.last_checked: float | None = None
@@ -201,14 +219,14 @@ class ConfigReloader:
         async with self._lock:
             self.last_checked = time.time()
             try:
-                digest = await asyncio.to_thread(file_digest, self.path)
+                digest = await asyncio.to_thread(self._changed_digest, force)
             except ConfigError as exc:
                 self._reject(str(exc), None)
                 return self.status()
             except OSError as exc:
                 self._reject(f"{self.path}: cannot read the file ({exc})", None)
                 return self.status()
-            if digest == self.digest and not force:
+            if digest is None or (digest == self.digest and not force):
                 return self.status()
             previous = self.generations.parts
             try:
@@ -228,6 +246,15 @@ class ConfigReloader:
             logger.warning("gateway.yaml reloaded: generation %d (sha256 %s)", number,
                            digest[:12])  # fmt: skip
             return self.status()
+
+    def _changed_digest(self, force: bool) -> str | None:
+        """The chain's digest; None when no file's stat changed since the last look."""
+        if not force:
+            with contextlib.suppress(OSError):  # a file went away: look at it all
+                if chain_stamp(self._chain) == self._stamp:
+                    return None
+        digest, self._chain, self._stamp = chain_digest(self.path)
+        return digest
 
     def _reject(self, message: str, digest: str | None) -> None:
         if digest is not None:

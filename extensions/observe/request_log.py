@@ -1,7 +1,9 @@
 """The request log's writer: JSON lines to stdout and/or a rotating file per worker.
 
 Lines are handed to a queue and written by a thread, so a slow disk or pipe never
-blocks a request (the queue grows instead). Each worker writes its own file,
+blocks a request (the queue grows instead). The thread writes whatever has queued up
+as one batch (one write and one flush per handler, not one per line: under load that
+was a system call per request). Each worker writes its own file,
 ``requests-<pid>.jsonl``: rotating one file from several processes is unsafe.
 """
 
@@ -12,11 +14,14 @@ import logging
 import os
 import queue
 import sys
-from logging.handlers import QueueListener, RotatingFileHandler
+import threading
+from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import Any
 
 from extensions.observe.settings import RequestLogSettings
+
+MAX_BATCH = 512  # lines per write
 
 
 class RequestLog:
@@ -36,22 +41,48 @@ class RequestLog:
                                                 encoding="utf-8"))  # fmt: skip
         for handler in handlers:
             handler.setFormatter(logging.Formatter("%(message)s"))
-        self._queue: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-        self._listener = QueueListener(self._queue, *handlers) if handlers else None
-        self._started = False
+        self._handlers = handlers
+        self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
         self.written = 0
+        self.batches = 0
 
     def write(self, record: dict[str, Any]) -> None:
-        if self._listener is None:
+        if not self._handlers:
             return
-        if not self._started:
-            self._listener.start()
-            self._started = True
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="request-log", daemon=True)
+            self._thread.start()
         line = json.dumps(record, separators=(",", ":"), ensure_ascii=False, default=str)
-        self._queue.put_nowait(logging.makeLogRecord({"msg": line, "levelno": logging.INFO}))
+        self._queue.put_nowait(line)
         self.written += 1
 
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            lines = [line for line in batch if line is not None]
+            if lines:
+                self._emit("\n".join(lines))
+            if len(lines) < len(batch):  # close() was called
+                return
+
+    def _emit(self, text: str) -> None:
+        """One record holding the batch; a rotating file rolls over between batches."""
+        record = logging.makeLogRecord({"msg": text, "levelno": logging.INFO})
+        for handler in self._handlers:
+            handler.handle(record)  # a failing handler reports on stderr and carries on
+        self.batches += 1
+
     def close(self) -> None:
-        if self._listener is not None and self._started:
-            self._listener.stop()
-            self._started = False
+        """Write what is queued, then stop the thread."""
+        if self._thread is not None:
+            self._queue.put_nowait(None)
+            self._thread.join(timeout=10)
+            self._thread = None
+        for handler in self._handlers:
+            handler.flush()

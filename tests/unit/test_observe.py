@@ -26,7 +26,7 @@ from extensions.observe.record import (
     build_record,
     last_user_text,
 )
-from extensions.observe.request_log import RequestLog
+from extensions.observe.request_log import MAX_BATCH, RequestLog
 from extensions.observe.settings import ContentLogging, Redaction, RequestLogSettings
 from extensions.observe.timeline import (
     MemoryTimeline,
@@ -170,6 +170,37 @@ def test_request_log_writes_json_lines_off_the_caller(tmp_path: Path) -> None:
     assert log.path is not None and log.path.parent == tmp_path
     assert [json.loads(x) for x in log.path.read_text("utf-8").splitlines()] == [
         {"event": "request", "text": "é"}]  # fmt: skip
+
+
+def test_request_log_writes_what_queued_up_as_one_batch(tmp_path: Path) -> None:
+    """A busy worker's lines go out a batch at a time (one write and flush per batch)."""
+    log = RequestLog(RequestLogSettings(stdout=False, dir=str(tmp_path)))
+    for i in range(MAX_BATCH + 88):
+        log._queue.put_nowait(json.dumps({"n": i}))
+    log._queue.put_nowait(None)  # as close() does
+    log._run()  # on this thread: drains the queue, then stops
+    assert log.batches == 2
+    assert log.path is not None
+    lines = log.path.read_text("utf-8").splitlines()
+    assert [json.loads(x)["n"] for x in lines] == list(range(MAX_BATCH + 88))
+
+
+def test_request_log_rotates_between_batches(tmp_path: Path) -> None:
+    log = RequestLog(RequestLogSettings(stdout=False, dir=str(tmp_path), max_bytes=10_000,
+                                        backups=2))  # fmt: skip
+    for start in (0, 100, 200):  # three batches of about 6 kB (close() ends a batch)
+        for i in range(start, start + 100):
+            log.write({"n": i, "pad": "x" * 40})
+        log.close()
+    assert log.path is not None
+    current = [json.loads(x)["n"] for x in log.path.read_text("utf-8").splitlines()]
+
+    def rolled(k: int) -> list[int]:
+        return [json.loads(x)["n"] for x in Path(f"{log.path}.{k}").read_text().splitlines()]
+
+    # a batch that would take the file past max_bytes starts a new one: one file each
+    assert current == list(range(200, 300))
+    assert rolled(1) == list(range(100, 200)) and rolled(2) == list(range(100))
 
 
 async def test_loop_monitor_sees_a_blocked_loop() -> None:
