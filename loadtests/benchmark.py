@@ -407,12 +407,13 @@ def _window(
         args.generator, service.base_url, plan.workload, args.connections, args.duration
     )
     window_end = time.time()
+    profiler_cpu_s = recorder.cpu_s() if recorder else 0.0
     cpu1, busy1, self1 = tree_cpu_s(service.pid), system_busy_s(), _self_cpu(me)
     up1 = tree_cpu_s(upstream.pid) if upstream else 0.0
     after: Scrape | None = scrape(service.base_url, key) if key else None
     n = max(load.requests, 1)
     seconds = max(load.duration_s, 1e-9)
-    ours = (cpu1 - cpu0) + (up1 - up0) + load.generator_cpu_s + (self1 - self0)
+    ours = (cpu1 - cpu0) + (up1 - up0) + load.generator_cpu_s + (self1 - self0) + profiler_cpu_s
     out: dict[str, Any] = {
         "target": name,
         "load": load.as_dict(),
@@ -420,6 +421,7 @@ def _window(
         "server_cpu_cores": round((cpu1 - cpu0) / seconds, 2),
         "upstream_cpu_ms_per_req": round((up1 - up0) * 1000 / n, 3) if upstream else None,
         "generator_cpu_ms_per_req": round(load.generator_cpu_s * 1000 / n, 3),
+        "profiler_cpu_cores": round(profiler_cpu_s / seconds, 2) if recorder else None,
         # CPU used by everything else on the machine during the window (noise)
         "other_cpu_cores": round(max(0.0, (busy1 - busy0) - ours) / seconds, 2),
         "other_cpu_cores_before": None if quiet is None else round(quiet, 2),

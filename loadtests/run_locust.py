@@ -11,20 +11,27 @@ with locust's exit code (non-zero if any request failed).
 
 Writes into --out: locust_stats.csv, locust_stats_history.csv, locust_failures.csv,
 locust_exceptions.csv, locust.html, locust_outcomes.json (the gateway's outcome
-counts) and locust-stack/ (the derived gateway.yaml and the processes' logs).
+counts), locust_memory.csv and locust_memory.json (the proxy's RSS per process every
+--memory-every seconds, and how much it grew) and locust-stack/ (the derived
+gateway.yaml and the processes' logs).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+import psutil
 
 from extensions.launcher import DEFAULT_SIM_CONFIG, DEMO_MASTER_KEY, DEMO_SIM_KEY, wait_http_ok
 from loadtests.loadtest_config import LIMITED_RPM, loadtest_keys, write_loadtest_config
@@ -77,6 +84,74 @@ class Child:
         return self.log_path.read_text(errors="replace")[-chars:]
 
 
+class MemorySampler:
+    """RSS of every process of the proxy's tree, every ``every_s`` seconds, on a thread."""
+
+    def __init__(self, pid: int, every_s: float) -> None:
+        self.pid, self.every_s = pid, every_s
+        self.rows: list[tuple[float, int, float]] = []  # (seconds since start, pid, MB)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+        self._t0 = time.monotonic()
+
+    def start(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while True:
+            self.sample()
+            if self._stop.wait(self.every_s):
+                return
+
+    def sample(self) -> None:
+        try:
+            root = psutil.Process(self.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return
+        now = round(time.monotonic() - self._t0, 1)
+        for proc in procs:
+            try:
+                self.rows.append((now, proc.pid, round(proc.memory_info().rss / 2**20, 1)))
+            except psutil.Error:
+                continue
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self.sample()
+
+    def summary(self, warmup_s: float) -> dict[str, Any]:
+        """Per process: RSS after the warm-up and at the end; the tree's total change."""
+        per: dict[int, list[tuple[float, float]]] = {}
+        for t, pid, mb in self.rows:
+            per.setdefault(pid, []).append((t, mb))
+        processes = {}
+        for pid, series in per.items():
+            settled = [mb for t, mb in series if t >= warmup_s] or [series[-1][1]]
+            processes[str(pid)] = {"first_mb": series[0][1], "after_warmup_mb": settled[0],
+                                   "end_mb": series[-1][1], "max_mb": max(mb for _, mb in series),
+                                   "samples": len(series)}  # fmt: skip
+        alive = [p for p in processes.values() if p["samples"] > 1]
+        start = sum(p["after_warmup_mb"] for p in alive)
+        end = sum(p["end_mb"] for p in alive)
+        change = round(100.0 * (end - start) / start, 1) if start else None
+        return {"every_s": self.every_s, "warmup_s": warmup_s, "processes": processes,
+                "total_after_warmup_mb": round(start, 1), "total_end_mb": round(end, 1),
+                "change_pct": change,
+                "flat_within_10pct": change is not None and abs(change) <= 10.0}  # fmt: skip
+
+
+def write_memory(out: Path, sampler: MemorySampler, warmup_s: float) -> dict[str, Any]:
+    with (out / "locust_memory.csv").open("w") as f:
+        f.write("seconds,pid,rss_mb\n")
+        f.writelines(f"{t},{pid},{mb}\n" for t, pid, mb in sampler.rows)
+    summary = sampler.summary(warmup_s)
+    (out / "locust_memory.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
 def run(args: argparse.Namespace) -> int:
     out: Path = args.out.resolve()
     stack_dir = out / "locust-stack"
@@ -115,9 +190,17 @@ def run(args: argparse.Namespace) -> int:
         locust_env = dict(env)
         locust_env["GATEWAY_KEYS"] = ",".join(keys.values())
         cmd = locust_command(base, args.users, args.spawn_rate, args.run_time, out, args.extra)
-        code = subprocess.call(cmd, env=locust_env, cwd=REPO)
-        print(f"run_locust: reports in {out} (locust.html, locust_stats.csv, "
-              f"locust_outcomes.json); exit code {code}", flush=True)  # fmt: skip
+        sampler = MemorySampler(proxy.proc.pid, args.memory_every).start()
+        try:
+            code = subprocess.call(cmd, env=locust_env, cwd=REPO)
+        finally:
+            sampler.stop()
+        memory = write_memory(out, sampler, args.memory_warmup)
+        print(f"run_locust: proxy RSS {memory['total_after_warmup_mb']:.0f} MB after "
+              f"{args.memory_warmup:g} s -> {memory['total_end_mb']:.0f} MB at the end "
+              f"({memory['change_pct']}%, all processes)", flush=True)  # fmt: skip
+        print(f"run_locust: reports in {out} (locust.html, locust_stats.csv, locust_outcomes"
+              f".json, locust_memory.json); exit code {code}", flush=True)  # fmt: skip
         return code
     except KeyboardInterrupt:
         return 130
@@ -144,6 +227,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--log-level", default="ERROR", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
     parser.add_argument("--ready-timeout", type=float, default=180)
+    parser.add_argument("--memory-every", type=float, default=10.0, help="RSS sample period, s")
+    parser.add_argument(
+        "--memory-warmup",
+        type=float,
+        default=60.0,
+        help="memory growth is measured from the first sample after this many seconds",
+    )
     parser.add_argument("extra", nargs="*", help="after --: more locust arguments")
     return run(parser.parse_args(argv))
 
