@@ -20,6 +20,7 @@ from extensions.launcher import (
     Server,
     check_configs,
     run_demo,
+    warn_per_worker_state,
 )
 
 
@@ -184,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             return run_demo(_launch(args, None), args.sim_config, args.sim_port)
         launch = _launch(args, args.sim_url)
-        check_configs(launch)
+        warn_per_worker_state(launch, check_configs(launch))
         cmd = launch.command()
         os.execve(cmd[0], cmd, launch.environment(os.environ))
     except ConfigError as exc:

@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 
 from extensions.config.loader import litellm_model_groups, load_gateway_config
+from extensions.config.schema import GatewayConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_LITELLM_CONFIG = REPO_ROOT / "config" / "litellm.yaml"
@@ -110,9 +111,33 @@ def sim_provider_env(sim_url: str) -> dict[str, str]:
     }
 
 
-def check_configs(launch: ProxyLaunch) -> None:
+def check_configs(launch: ProxyLaunch) -> GatewayConfig:
     """Validate our YAML (and its references to litellm.yaml) before starting anything."""
-    load_gateway_config(launch.gateway_config, litellm_model_groups(launch.litellm_config))
+    return load_gateway_config(launch.gateway_config,
+                               litellm_model_groups(launch.litellm_config))  # fmt: skip
+
+
+def per_worker_state(config: GatewayConfig) -> list[str]:
+    """What the config keeps in each worker's memory: with several workers each has its
+    own copy (a repeat may miss on another worker, a limit counts per worker)."""
+    found = []
+    if config.cache.enabled and config.cache.tier.value == "memory":
+        found.append("caches (cache.tier: memory)")
+    if config.access.limits.store.value == "memory":
+        found.append("rate limits, budgets and usage (access.limits.store: memory)")
+    dashboard = config.observability.dashboard
+    if dashboard.enabled and dashboard.store.value == "memory":
+        found.append("dashboard counters (observability.dashboard.store: memory)")
+    return found
+
+
+def warn_per_worker_state(launch: ProxyLaunch, config: GatewayConfig) -> None:
+    state = per_worker_state(config)
+    if launch.workers > 1 and state:
+        print(f"gateway: warning: {launch.workers} workers, and each keeps its own "
+              f"{'; '.join(state)}. Set redis.url with cache.tier: shared, "
+              "access.limits.store: redis and observability.dashboard.store: redis to "
+              "share them (config/gateway.production.yaml does).", file=sys.stderr)  # fmt: skip
 
 
 def sim_provider_command(config: Path, host: str, port: int) -> list[str]:
@@ -159,7 +184,7 @@ def _terminate(procs: Sequence[subprocess.Popen[bytes]]) -> None:
 def run_demo(launch: ProxyLaunch, sim_config: Path, sim_port: int) -> int:
     """Start the simulated provider and the proxy, print how to call it, wait for Ctrl-C."""
     started = time.monotonic()
-    check_configs(launch)
+    warn_per_worker_state(launch, check_configs(launch))
     env = dict(os.environ)
     env["LITELLM_MASTER_KEY"] = env.get("LITELLM_MASTER_KEY") or DEMO_MASTER_KEY
     env["SIM_API_KEY"] = env.get("SIM_API_KEY") or DEMO_SIM_KEY

@@ -20,6 +20,7 @@ import yaml
 from extensions.cli import build_parser
 from extensions.config.loader import config_chain, litellm_model_groups, load_gateway_config
 from extensions.config.schema import GatewayConfig
+from extensions.launcher import per_worker_state
 
 pytestmark = pytest.mark.unit
 REPO = Path(__file__).resolve().parents[2]
@@ -187,6 +188,7 @@ def test_production_overlay_validates_with_the_compose_environment(name: str) ->
     assert config.cache.tier == "shared"
     assert config.access.limits.store == "redis"
     assert config.observability.dashboard.store == "redis"
+    assert per_worker_state(config) == []  # so several workers per replica would be exact
     # every file the overlay reads (what it extends, router examples) is in the mount
     config_dir, _ = host_path(svc, "/app/config")
     for file in config_chain(gateway_yaml.resolve()):
