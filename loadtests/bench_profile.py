@@ -88,6 +88,10 @@ class Frame:
         return f"{self.func} ({self.file})"
 
 
+# a sample of a thread running with no Python frame (the ASGI server's own threads)
+NATIVE = Frame("(native code, no Python frame)", "")
+
+
 def parse_frame(text: str) -> Frame:
     m = _FRAME.match(text)
     return Frame(m["func"], m["file"]) if m else Frame(text, "")
@@ -100,7 +104,9 @@ def read_stacks(paths: Iterable[Path]) -> list[tuple[list[Frame], int]]:
         for line in path.read_text(errors="replace").splitlines():
             m = _LINE.match(line.strip())
             if m:
-                frames = [parse_frame(f) for f in m["stack"].split(";")]
+                # --subprocesses puts a "process N:<command line>" frame at the root
+                names = [f for f in m["stack"].split(";") if not f.startswith("process ")]
+                frames = [parse_frame(f) for f in names] or [NATIVE]
                 out.append((frames, int(m["count"])))
     return out
 
