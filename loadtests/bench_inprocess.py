@@ -49,11 +49,9 @@ SEED = "What is a good way to learn Python?"
 
 
 def _stats(ms: list[float]) -> dict[str, float]:
-    return {
-        "n": len(ms),
-        "p50_ms": round(float(np.percentile(ms, 50)), 3),
-        "p99_ms": round(float(np.percentile(ms, 99)), 3),
-    }
+    from loadtests.bench_semantic_lookup import percentiles
+
+    return {"n": len(ms), **percentiles(ms)}
 
 
 async def run(queries: int, entries: int, gateway_yaml: Path, litellm_yaml: Path) -> dict[str, Any]:

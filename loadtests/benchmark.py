@@ -64,13 +64,10 @@ Tuning comparison (server x workers x LiteLLM log level, bare and miss-model onl
 from __future__ import annotations
 
 import argparse
-import contextlib
 import itertools
 import json
 import os
 import platform
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -81,15 +78,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
 import yaml
 
-from extensions.launcher import DEFAULT_GATEWAY_CONFIG, DEFAULT_LITELLM_CONFIG, ProxyLaunch, Server
+from extensions.launcher import (
+    DEFAULT_GATEWAY_CONFIG,
+    DEFAULT_LITELLM_CONFIG,
+    ProxyLaunch,
+    Server,
+    wait_http_ok,
+)
 from loadtests.bench_loadgen import MARK, LoadResult, Workload, default_generator, run_load
 from loadtests.bench_metrics import Scrape, scrape, window_metrics
 from loadtests.bench_profile import Recorder
 from loadtests.bench_profile import render as render_profile
+from loadtests.procs import free_port, stop_group, tree, tree_rss_mb
 
 HERE = Path(__file__).resolve().parent
 BENCH_SIM_CONFIG = HERE / "bench_config" / "simprovider.yaml"
@@ -126,21 +129,7 @@ def chat_body(model: str, text: str) -> str:
     return json.dumps({"model": model, "messages": [{"role": "user", "content": text}]})
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 # --------------------------------------------------------------------------- processes
-
-
-def tree(pid: int) -> list[psutil.Process]:
-    try:
-        root = psutil.Process(pid)
-        return [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
 
 
 def tree_cpu_s(pid: int) -> float:
@@ -156,10 +145,7 @@ def tree_cpu_s(pid: int) -> float:
 
 def tree_rss(pid: int) -> dict[str, Any]:
     """RSS of the process tree: the root, the workers (children over 100 MB, else the root)."""
-    rss: list[tuple[int, float]] = []
-    for p in tree(pid):
-        with contextlib.suppress(psutil.NoSuchProcess):
-            rss.append((p.pid, p.memory_info().rss / 2**20))
+    rss = tree_rss_mb(pid)
     if not rss:
         return {"total_mb": 0, "per_worker_mb": 0, "processes": []}
     workers = [mb for p, mb in rss[1:] if mb > 100] or [rss[0][1]]
@@ -227,19 +213,11 @@ class Service:
             self.proc = subprocess.Popen(
                 self.cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
             )
-        deadline = started + timeout_s
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited ({self.proc.returncode}):\n{self.tail()}")
-            try:
-                if httpx.get(self.base_url + self.ready_path, timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise TimeoutError(f"{self.name} not ready after {timeout_s}s:\n{self.tail()}")
-            time.sleep(0.2)
+        try:
+            wait_http_ok(self.base_url + self.ready_path, timeout_s, self.proc)
+        except (RuntimeError, TimeoutError) as exc:
+            self.stop()
+            raise type(exc)(f"{self.name}: {exc}\n{self.tail()}") from exc
         self.ready_s = time.monotonic() - started
         self.settle()
         return self
@@ -260,14 +238,8 @@ class Service:
             return "(no log)"
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
+        if self.proc is not None:
+            stop_group(self.proc, timeout_s=20)
 
 
 def bare_litellm_config(source: Path, dest_dir: Path) -> Path:
@@ -458,9 +430,7 @@ def _counts(load: LoadResult) -> str:
 GC_PROBE_DIR = HERE / "bench_config" / "probe"
 
 
-def probe_env(
-    env: Mapping[str, str], args: argparse.Namespace, work: Path, name: str
-) -> dict[str, str]:
+def probe_env(env: Mapping[str, str], args: argparse.Namespace, work: Path) -> dict[str, str]:
     """``env`` with the GC probe on PYTHONPATH (``--gc-probe``)."""
     out = dict(env)
     if not args.gc_probe:
@@ -578,7 +548,7 @@ def run_variant(
     }
     print(f"\n== {v.label}", flush=True)
     if "bare" in args.targets:
-        bare_env = probe_env(env, args, log_dir, f"bare-{time.time_ns()}")
+        bare_env = probe_env(env, args, log_dir)
         bare = bare_service(v, args, sim, bare_env, log_dir, bare_config).start()
         try:
             result["bare_ready_s"] = round(bare.ready_s, 1)
@@ -587,7 +557,7 @@ def run_variant(
             bare.stop()
     wanted = [t for t in GATEWAY_TARGETS if t in args.targets]
     if wanted:
-        gw_env = probe_env(env, args, log_dir, f"gateway-{time.time_ns()}")
+        gw_env = probe_env(env, args, log_dir)
         gw = gateway_service(v, args, sim, gw_env, log_dir).start()
         try:
             result["gateway_ready_s"] = round(gw.ready_s, 1)

@@ -61,7 +61,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import math
 import os
 import random
 import threading
@@ -76,6 +75,8 @@ from locust import between, events, task
 from locust import stats as locust_stats
 from locust.contrib.fasthttp import FastHttpUser
 from locust.runners import WorkerRunner
+
+from extensions.observe.report import percentile
 
 CHAT_PATH = "/v1/chat/completions"
 ROUTER_ACTIONS = frozenset({"RESPOND", "HANDOFF", "CLARIFY", "REFUSE"})
@@ -318,14 +319,6 @@ def user_message(text: str) -> Messages:
 
 
 # -- outcome counts ---------------------------------------------------------------------
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return math.nan
-    rank = max(0, math.ceil(p / 100 * len(ordered)) - 1)
-    return ordered[rank]
 
 
 @dataclass

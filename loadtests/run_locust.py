@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -31,19 +29,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from extensions.launcher import DEFAULT_SIM_CONFIG, DEMO_MASTER_KEY, DEMO_SIM_KEY, wait_http_ok
 from loadtests.loadtest_config import LIMITED_RPM, loadtest_keys, write_loadtest_config
+from loadtests.procs import free_port, stop_group, tree_rss_mb
 
 REPO = Path(__file__).resolve().parents[1]
 LOCUSTFILE = REPO / "loadtests" / "locustfile.py"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def gateway_cli(*args: str) -> list[str]:
@@ -71,14 +62,7 @@ class Child:
                                          cwd=REPO, start_new_session=True)  # fmt: skip
 
     def stop(self) -> None:
-        if self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=15)
+        stop_group(self.proc, timeout_s=15)
 
     def tail(self, chars: int = 3000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:]
@@ -105,17 +89,8 @@ class MemorySampler:
                 return
 
     def sample(self) -> None:
-        try:
-            root = psutil.Process(self.pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.Error:
-            return
         now = round(time.monotonic() - self._t0, 1)
-        for proc in procs:
-            try:
-                self.rows.append((now, proc.pid, round(proc.memory_info().rss / 2**20, 1)))
-            except psutil.Error:
-                continue
+        self.rows += [(now, pid, round(mb, 1)) for pid, mb in tree_rss_mb(self.pid)]
 
     def stop(self) -> None:
         self._stop.set()

@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 import psutil
 
+from loadtests.procs import tree
 from tests.support.redis_server import RedisServer
 from tests.support.stack import (
     TEST_MASTER_KEY,
@@ -113,10 +114,10 @@ def worker_rss_mb(proxy: Proxy) -> list[float]:
     """RSS of the proxy's processes that serve requests (the workers, or the one process)."""
     if proxy.process.proc is None:
         return []
+    family = tree(proxy.process.proc.pid)
     try:
-        root = psutil.Process(proxy.process.proc.pid)
-        procs = [p for p in root.children(recursive=True)
-                 if "resource_tracker" not in " ".join(p.cmdline())] or [root]  # fmt: skip
+        procs = [p for p in family[1:]
+                 if "resource_tracker" not in " ".join(p.cmdline())] or family[:1]  # fmt: skip
     except psutil.Error:
         return []
     out = []

@@ -186,14 +186,10 @@ class FastLane:
         if operator is not None:
             await self._operator_page(operator, scope, send)
             return
-        if scope["type"] == "http" and self._declared_too_large(scope):
+        if self._declared_too_large(scope):
             await self._too_large(send)
             return
-        if (
-            scope["type"] != "http"
-            or scope.get("method") != "POST"
-            or not (path in CHAT_PATHS or path in EMBEDDING_PATHS)
-        ):
+        if scope.get("method") != "POST" or not (path in CHAT_PATHS or path in EMBEDDING_PATHS):
             await self.app(scope, receive, send)
             return
         try:
@@ -248,30 +244,19 @@ class FastLane:
             problem = "'model' is required and must be a string."
         endpoint = "embeddings" if path in EMBEDDING_PATHS else "chat"
         if problem is not None:
-            error = _error(problem, "invalid_request_error")
-            await self._send_json(send, 400, error, {})
-            self.gateway.refused_record({"endpoint": endpoint}, None, started, 400,
-                                        error["error"])  # fmt: skip
+            await self._refuse(send, {"endpoint": endpoint}, None, started, problem)
             return True
         if isinstance(body.get("metadata"), dict):
             body["metadata"].pop(META_KEY, None)  # only the gateway writes its record
         caller = self._caller(scope)
         if caller is None or not self.gateway.grant(caller).allows(body["model"]):
             return False  # LiteLLM and the pre-call hook answer 401 / 403
-        check = check_embedding_request if path in EMBEDDING_PATHS else check_chat_request
+        check = check_embedding_request if endpoint == "embeddings" else check_chat_request
         shape = check(body)
         if shape is not None:  # answered here: LiteLLM trips over some bodies (500)
-            error = _error(shape.message, "invalid_request_error")
-            error["error"].update(param=shape.param, code="400")
-            await self._send_json(send, 400, error, {})
-            meta = {
-                "endpoint": endpoint,
-                "route": body["model"],
-                "stream": body.get("stream") is True,
-            }
-            self.gateway.refused_record(meta, caller, started, 400,
-                                        {"type": "invalid_request_error",
-                                         "message": shape.message})  # fmt: skip
+            meta = {"endpoint": endpoint, "route": body["model"],
+                    "stream": body.get("stream") is True}  # fmt: skip
+            await self._refuse(send, meta, caller, started, shape.message, shape.param)
             return True
         request_id = f"req-{uuid.uuid4().hex}"
         if await self.gateway.refusal(caller, request_id) is not None:
@@ -280,9 +265,8 @@ class FastLane:
         requested = body["model"]
         record = body.setdefault("metadata", {}).setdefault(META_KEY, {})
         record.update(request_id=request_id, route=requested, stream=body.get("stream") is True,
-                      endpoint="embeddings" if path in EMBEDDING_PATHS else "chat",
-                      generation=self.gateway.generation)  # fmt: skip
-        if path in EMBEDDING_PATHS:
+                      endpoint=endpoint, generation=self.gateway.generation)  # fmt: skip
+        if endpoint == "embeddings":
             handled = await self._embeddings(scope, body, caller, replay, send, started)
         else:
             handled = await self._chat(scope, body, caller, send, started)
@@ -291,6 +275,16 @@ class FastLane:
             charge = Charge(caller.alias or "", caller.team, requested, saved_usd=saved)
             await self.gateway.finished(request_id, charge)
         return handled
+
+    async def _refuse(self, send: Send, meta: dict[str, Any], caller: Caller | None,
+                      started: float, message: str, param: str | None = None) -> None:  # fmt: skip
+        """A 400 answered here, with its log line and metrics (as LiteLLM's would be)."""
+        error = _error(message, "invalid_request_error")
+        if param is not None:
+            error["error"].update(param=param, code="400")
+        await self._send_json(send, 400, error, {})
+        logged = {"type": "invalid_request_error", "message": message}
+        self.gateway.refused_record(meta, caller, started, 400, logged)
 
     async def _chat(self, scope: Scope, body: dict[str, Any], caller: Caller, send: Send,
                     started: float) -> bool:  # fmt: skip

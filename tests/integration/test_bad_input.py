@@ -10,6 +10,7 @@ get a 413.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -446,6 +447,7 @@ def test_fuzz_embeddings_never_a_server_error(
 # -- template and prompt-injection text at the router's own answers ----------------------------
 
 
+@functools.cache  # read only: parsed once, not once per parametrized case
 def router_config() -> dict[str, Any]:
     routers = yaml.safe_load(GATEWAY_YAML.read_text())["routers"]
     return dict(routers["support-bot"])

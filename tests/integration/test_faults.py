@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ import httpx
 import openai
 import pytest
 
+from tests.integration.test_cache import unique
 from tests.support.redis_server import RedisServer
 from tests.support.stack import (
     NO_CACHE,
@@ -35,16 +35,13 @@ from tests.support.stack import (
     SimProvider,
     derive_gateway_config,
     derive_litellm_config,
+    running,
 )
 
 pytestmark = pytest.mark.integration
 
 ANSWER_PREFIX = "Simulated reply from "
 TIMEOUT_S = 1.5  # router_settings.timeout and stream_timeout of the proxies here
-
-
-def unique(text: str) -> str:
-    return f"{text} (ref {uuid.uuid4().hex[:8]})"
 
 
 # -- Redis killed under load -------------------------------------------------------------
@@ -113,19 +110,14 @@ def redis_proxies(
         {"timeout": TIMEOUT_S, "stream_timeout": TIMEOUT_S, "cooldown_time": 5,
          "allowed_fails": 10},
     )  # fmt: skip
-    proxies = []
-    for policy in ("open", "closed"):
-        config = redis_gateway_config(tmp_path_factory.mktemp(f"redis-{policy}"),
-                                      faults_redis.url, policy)  # fmt: skip
-        proxies.append(Proxy(log_dir, sim, litellm_config=litellm_config, gateway_config=config,
-                             extra_env=KEY_ENV, name=f"faults-{policy}").launch())  # fmt: skip
-    try:
-        for proxy in proxies:
-            proxy.wait_ready()
-        yield proxies[0], proxies[1]
-    finally:
-        for proxy in proxies:
-            proxy.stop()
+    opened, closed = (
+        Proxy(log_dir, sim, litellm_config=litellm_config, extra_env=KEY_ENV,
+              gateway_config=redis_gateway_config(tmp_path_factory.mktemp(f"redis-{policy}"),
+                                                  faults_redis.url, policy),
+              name=f"faults-{policy}")
+        for policy in ("open", "closed")
+    )  # fmt: skip
+    yield from running(opened, closed)
 
 
 @dataclass
@@ -239,8 +231,7 @@ async def test_redis_killed_under_load(
 
         async def limited_worker(http: httpx.AsyncClient, kind: str) -> None:
             while not stop.is_set():
-                body = {**chat_body(unique("limited key under load")),
-                        "cache": {"no-cache": True, "no-store": True}}  # fmt: skip
+                body = {**chat_body(unique("limited key under load")), **NO_CACHE}
                 line.sent.append(await post_chat(http, LIMITED_KEY, body, kind))
                 await asyncio.sleep(0.02)
 

@@ -154,14 +154,19 @@ def proxy_pair(
     extra_env: Mapping[str, str] | None = None,
 ) -> Iterator[tuple[Proxy, Proxy]]:
     """Two proxies on one configuration (started together), stopped when done."""
-    proxies = [Proxy(log_dir, sim, gateway_config=gateway_config, extra_env=extra_env,
-                     name=f"{name}-{i}") for i in (1, 2)]  # fmt: skip
-    for p in proxies:
+    one, two = [Proxy(log_dir, sim, gateway_config=gateway_config, extra_env=extra_env,
+                      name=f"{name}-{i}") for i in (1, 2)]  # fmt: skip
+    yield from running(one, two)
+
+
+def running(one: Proxy, two: Proxy) -> Iterator[tuple[Proxy, Proxy]]:
+    """Start both proxies together (their start-ups overlap), yield them, stop them."""
+    for p in (one, two):
         p.launch()
     try:
-        for p in proxies:
+        for p in (one, two):
             p.wait_ready()
-        yield proxies[0], proxies[1]
+        yield one, two
     finally:
-        for p in proxies:
+        for p in (one, two):
             p.stop()
