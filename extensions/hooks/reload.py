@@ -138,29 +138,15 @@ class ReloadingCallback(CustomLogger):  # type: ignore[misc]
         )
 
 
-Stamp = tuple[tuple[int, int, int], ...]
-
-
-def chain_stamp(chain: Sequence[Path]) -> Stamp:
-    """(mtime, size, inode) of each file: ``os.stat`` only, so a poll that finds nothing
-    changed reads and parses nothing (a swapped symlink, as in a Kubernetes ConfigMap,
-    changes the inode)."""
-    out = []
-    for file in chain:
-        st = file.stat()
-        out.append((st.st_mtime_ns, st.st_size, st.st_ino))
-    return tuple(out)
-
-
-def chain_digest(path: Path) -> tuple[str, list[Path], Stamp]:
-    """One hash over the file and every file it ``extends``; the chain and its stamp
-    (taken before reading, so an edit during the read shows up at the next poll)."""
-    chain = config_chain(path)
-    stamp = chain_stamp(chain)
+def chain_digest(chain: Sequence[Path]) -> str:
+    """One hash over the bytes of the file and every file it ``extends``. Reading a few
+    kilobytes per poll is cheap; parsing YAML (to find the chain) only happens once the
+    bytes changed. Content, not timestamps: two same-size edits within one clock tick
+    have the same modification time."""
     digest = hashlib.sha256()
     for file in chain:
         digest.update(file.read_bytes())
-    return digest.hexdigest(), chain, stamp
+    return digest.hexdigest()
 
 
 class ConfigReloader:
@@ -177,7 +163,8 @@ class ConfigReloader:
         self.generations = generations
         self.auth = auth
         self.rebuild = rebuild
-        self.digest, self._chain, self._stamp = chain_digest(path)
+        self._chain = config_chain(path)
+        self.digest = chain_digest(self._chain)
         self.loaded_at = time.time()
         self.last_error: str | None = None
         self.last_checked: float | None = None
@@ -248,13 +235,13 @@ class ConfigReloader:
             return self.status()
 
     def _changed_digest(self, force: bool) -> str | None:
-        """The chain's digest; None when no file's stat changed since the last look."""
+        """The chain's digest; None when its files hold the bytes last looked at."""
         if not force:
             with contextlib.suppress(OSError):  # a file went away: look at it all
-                if chain_stamp(self._chain) == self._stamp:
+                if chain_digest(self._chain) == self.digest:
                     return None
-        digest, self._chain, self._stamp = chain_digest(self.path)
-        return digest
+        self._chain = config_chain(self.path)
+        return chain_digest(self._chain)
 
     def _reject(self, message: str, digest: str | None) -> None:
         if digest is not None:

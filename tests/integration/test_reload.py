@@ -215,6 +215,7 @@ async def test_limit_counters_survive_a_reload(reload_gateway: Proxy, config_pat
     first = [await attempt() for _ in range(RPM - 1)]
     generation = config_status(reload_gateway)["generation"]
     edit_config(config_path, set_canned(f"Limits stay {generation}:"))
-    assert await wait_for(reload_gateway, f"Limits stay {generation}:")
+    expected = f"Limits stay {generation}:"
+    assert await wait_for(reload_gateway, expected) == {expected}  # every worker reloaded
     rest = [await attempt() for _ in range(2)]
     assert first + rest == ["200"] * RPM + ["429"]

@@ -92,6 +92,9 @@ def derive_gateway_config(
     return path
 
 
+WORKER_STARTED = "Application startup complete."  # uvicorn, once per worker
+
+
 class Proxy:
     """A LiteLLM proxy with our extensions, started by ``gateway proxy``."""
 
@@ -108,6 +111,7 @@ class Proxy:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.master_key = TEST_MASTER_KEY
+        self.workers = workers
         env = dict(os.environ)
         env.update({"LITELLM_MASTER_KEY": TEST_MASTER_KEY, "SIM_API_KEY": TEST_SIM_KEY})
         env.update(extra_env or {})
@@ -127,10 +131,16 @@ class Proxy:
         return self
 
     def wait_ready(self, timeout_s: float = 120) -> Proxy:
-        self.process.wait_ready(
-            lambda: httpx.get(f"{self.base_url}/health/readiness", timeout=2).status_code == 200,
-            timeout_s,
-        )
+        """Ready when every worker has started: the first one up answers the readiness
+        probe while the others may still be importing (and reading gateway.yaml)."""
+
+        def ready() -> bool:
+            started = self.process.log_path.read_text(errors="replace").count(WORKER_STARTED)
+            if started < self.workers:
+                return False
+            return httpx.get(f"{self.base_url}/health/readiness", timeout=2).status_code == 200
+
+        self.process.wait_ready(ready, timeout_s)
         return self
 
     def stop(self) -> None:
