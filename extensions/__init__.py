@@ -1,5 +1,5 @@
 """Our extensions to the LiteLLM proxy: config, hooks, simulated provider, CLI.
 
 Nothing here does work at import time; the LiteLLM proxy reaches our code
-through ``extensions.hooks.entry`` (see ``config/litellm.yaml``).
+through ``extensions.proxy.entry`` (see ``config/litellm.yaml``).
 """

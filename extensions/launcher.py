@@ -199,7 +199,7 @@ def run_demo(launch: ProxyLaunch, sim_config: Path, sim_port: int) -> int:
         proxy = subprocess.Popen(launch.command(), env=launch.environment(env))
         procs.insert(0, proxy)
         base = f"http://{launch.host}:{launch.port}"
-        wait_http_ok(f"{base}/health/readiness", 120, proxy)
+        wait_http_ok(f"{base}/gateway/health/ready", 120, proxy)
         ready_s = time.monotonic() - started
         print(_banner(base, env["LITELLM_MASTER_KEY"], ready_s), flush=True)
         while all(p.poll() is None for p in procs):

@@ -498,7 +498,7 @@ def gateway_service(
         v.log_level,
     ]
     name = f"gateway-{v.server.value}-w{v.workers}-{v.log_level.lower()}-{port}"
-    return Service(name, cmd, env, log_dir, f"http://127.0.0.1:{port}", "/health/readiness")
+    return Service(name, cmd, env, log_dir, f"http://127.0.0.1:{port}", "/gateway/health/ready")
 
 
 def bare_service(

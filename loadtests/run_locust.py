@@ -156,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
         proxy = Child("proxy", proxy_cmd, env, stack_dir)
         children.append(proxy)
         try:
-            wait_http_ok(f"{base}/health/readiness", args.ready_timeout, proxy.proc)
+            wait_http_ok(f"{base}/gateway/health/ready", args.ready_timeout, proxy.proc)
         except (RuntimeError, TimeoutError) as exc:
             print(f"run_locust: the gateway did not start: {exc}\n{proxy.tail()}", file=sys.stderr)
             return 1

@@ -35,6 +35,7 @@ class BudgetVerdict:
     budget_usd: float = 0.0
     spent_usd: float = 0.0
     resets_at: datetime | None = None
+    spent_share: float = 0.0  # the highest share of any of the subject's budgets spent (0..1+)
 
 
 OK = BudgetVerdict(True)
@@ -116,14 +117,20 @@ class Budgets:
         day, month, day_end, month_end = periods(self._clock())
         names = [n for b in budgets for n in (f"{b.subject}:d:{day}", f"{b.subject}:m:{month}")]
         spent = await self.store.spent(names)
+        share = 0.0
         for i, b in enumerate(budgets):
             daily, monthly = spent[2 * i], spent[2 * i + 1]
-            if b.daily_usd is not None and daily >= b.daily_usd:
-                return BudgetVerdict(False, b.subject, "daily", b.daily_usd, daily, day_end)
-            if b.monthly_usd is not None and monthly >= b.monthly_usd:
-                return BudgetVerdict(False, b.subject, "monthly", b.monthly_usd, monthly,
-                                     month_end)  # fmt: skip
-        return OK
+            if b.daily_usd is not None:
+                share = max(share, daily / b.daily_usd)
+                if daily >= b.daily_usd:
+                    return BudgetVerdict(False, b.subject, "daily", b.daily_usd, daily, day_end,
+                                         share)
+            if b.monthly_usd is not None:
+                share = max(share, monthly / b.monthly_usd)
+                if monthly >= b.monthly_usd:
+                    return BudgetVerdict(False, b.subject, "monthly", b.monthly_usd, monthly,
+                                         month_end, share)
+        return BudgetVerdict(True, spent_share=share)
 
     async def remaining(self) -> dict[str, dict[str, Any]]:
         """Per subject: budget, spent and left, today and this month."""

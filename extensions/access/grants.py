@@ -6,7 +6,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from extensions.access.settings import Access, Key, Team
+from extensions.access.settings import Access, Endpoint, Key, Team
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,18 +14,25 @@ class Grant:
     """What one key may do; None = not limited."""
 
     models: tuple[str, ...] | None = None  # patterns ('*' wildcards)
+    endpoints: frozenset[Endpoint] | None = None
 
     def allows(self, model: str) -> bool:
         return self.models is None or any(fnmatchcase(model, p) for p in self.models)
 
+    def speaks(self, endpoint: str) -> bool:
+        return self.endpoints is None or endpoint in self.endpoints
+
 
 UNLIMITED = Grant()
+DENY_ALL = Grant(models=(), endpoints=frozenset())
 
 
 def effective(key: Key, team: Team | None) -> Grant:
     """Key settings override team settings."""
     models = key.models if key.models is not None else (team.models if team else None)
-    return Grant(models=tuple(models) if models is not None else None)
+    endpoints = key.endpoints if key.endpoints is not None else (team.endpoints if team else None)
+    return Grant(models=tuple(models) if models is not None else None,
+                 endpoints=frozenset(endpoints) if endpoints is not None else None)
 
 
 def grants(access: Access) -> dict[str, Grant]:

@@ -42,12 +42,14 @@ def salted_digest(salt: bytes, key: str) -> bytes:
     return hashlib.sha256(salt + key.encode("utf-8")).digest()
 
 
-def strip_bearer(presented: str) -> str:
-    """Accept ``Bearer <key>`` as well as the bare key, as clients send both."""
-    value = presented.strip()
-    if value[:7].lower() == "bearer ":
-        value = value[7:].strip()
-    return value
+def bearer_key(authorization: str) -> str | None:
+    """The key of an ``Authorization: Bearer <key>`` header; None for any other form
+    (``Basic …``, a bare key, ``Bearer Bearer <key>``, a key with spaces)."""
+    scheme, _, key = authorization.strip().partition(" ")
+    key = key.strip()
+    if scheme.lower() != "bearer" or not key or any(c.isspace() for c in key):
+        return None
+    return key
 
 
 def key_id_of(key: str) -> str | None:
@@ -124,10 +126,10 @@ class KeyVerifier:
                 by_digest[digest(value)] = principal
         return cls(digest(master_key), by_id, by_digest), problems
 
-    def verify(self, presented: str | None) -> Principal | None:
-        if not presented:
+    def verify(self, key: str | None) -> Principal | None:
+        """The principal of a key (as presented, without any ``Bearer`` scheme)."""
+        if not key:
             return None
-        key = strip_bearer(presented)
         candidate = digest(key)
         if hmac.compare_digest(candidate, self.master_digest):
             return Principal(alias="master", role=Role.OPERATOR)

@@ -20,14 +20,25 @@ ALIAS = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}$"
 KEY_ID = r"^[0-9a-f]{8}$"
 
 
+class Endpoint(StrEnum):
+    """The client protocols a key may speak (the LLM endpoints of the gateway)."""
+
+    CHAT = "chat"  # /v1/chat/completions
+    RESPONSES = "responses"  # /v1/responses
+    MESSAGES = "messages"  # /v1/messages (Anthropic)
+    EMBEDDINGS = "embeddings"  # /v1/embeddings
+
+
 class Limits(StrictModel):
     """What a team or key may use, and how much.
 
-    ``models``: a key's own list overrides its team's. Limits: a team's hold for
-    all its keys together, a key's for that key alone (both apply); budgets too.
+    ``models`` and ``endpoints``: a key's own list overrides its team's (none: all).
+    Limits: a team's hold for all its keys together, a key's for that key alone (both
+    apply); budgets too.
     """
 
     models: list[str] | None = None  # model groups and routers; '*' wildcards allowed
+    endpoints: list[Endpoint] | None = None  # default: every LLM endpoint
     rpm: int | None = Field(None, ge=1)  # requests per minute
     tpm: int | None = Field(None, ge=1)  # tokens per minute (prompt + completion, counted)
     max_parallel: int | None = Field(None, ge=1)  # requests in flight at once

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from extensions.backends.redis import RedisLink
+from extensions.config.catalog import Catalog
 
 METRICS = ("requests", "tokens", "spend_usd", "saved_usd")
 KEEP_DAYS = 40
@@ -116,13 +117,13 @@ class SavingsEstimate:
     tokens are ``assumed_completion_tokens``; prices are litellm.yaml's ``model_info``.
     """
 
-    prices: Mapping[str, tuple[float, float]]
+    catalog: Catalog
     assumed_completion_tokens: int
 
     def usd(self, model: str, messages: object) -> float:
-        price = self.prices.get(model)
+        price = self.catalog.price_of_group(model)
         if price is None:
             return 0.0
         chars = sum(len(str(m.get("content") or "")) for m in messages
                     if isinstance(m, Mapping)) if isinstance(messages, list) else 0  # fmt: skip
-        return price[0] * (chars / 4) + price[1] * self.assumed_completion_tokens
+        return price.cost(int(chars / 4), self.assumed_completion_tokens)

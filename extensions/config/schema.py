@@ -16,7 +16,7 @@ from extensions.cache.settings import CacheSettings, Tier
 from extensions.config.base import StrictModel
 from extensions.embedding.settings import Embedding
 from extensions.observe.settings import Observability, TimelineStore
-from extensions.protocol.settings import RequestSettings
+from extensions.protocols.settings import RequestSettings
 from extensions.router.settings import HandoffSink, Router
 
 

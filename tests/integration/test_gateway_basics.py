@@ -222,7 +222,7 @@ async def test_worker_freezes_its_start_up_heap(gateway: Proxy) -> None:
     import asyncio
     import re
 
-    from extensions.hooks.heap import SETTLE_S
+    from extensions.proxy.heap import SETTLE_S
 
     pattern = re.compile(r"froze the start-up heap: (\d+) objects")
     for _ in range(int(SETTLE_S * 4) + 20):

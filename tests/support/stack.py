@@ -138,7 +138,7 @@ class Proxy:
             started = self.process.log_path.read_text(errors="replace").count(WORKER_STARTED)
             if started < self.workers:
                 return False
-            return httpx.get(f"{self.base_url}/health/readiness", timeout=2).status_code == 200
+            return httpx.get(f"{self.base_url}/gateway/health/ready", timeout=2).status_code == 200
 
         self.process.wait_ready(ready, timeout_s)
         return self

@@ -308,7 +308,7 @@ def test_healthchecks_and_dependencies(name: str) -> None:
 def test_project_healthchecks_probe_the_service_port(name: str) -> None:
     svc = SERVICES[name]
     probe = " ".join(svc["healthcheck"]["test"])
-    path = "/health/readiness" if name in REPLICAS else "/_sim/health"
+    path = "/gateway/health/ready" if name in REPLICAS else "/_sim/health"
     assert f"http://127.0.0.1:{port_of(svc)}{path}" in probe
 
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from extensions.hooks.heap import freeze_heap
+from extensions.proxy.heap import freeze_heap
 
 pytestmark = pytest.mark.unit
 

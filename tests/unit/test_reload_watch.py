@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from extensions.config.loader import config_chain
-from extensions.hooks.reload import chain_digest
+from extensions.app.reload import chain_digest
 
 pytestmark = pytest.mark.unit
 

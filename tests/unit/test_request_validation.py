@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from extensions.protocol.validation import check_chat_request, check_embedding_request
+from extensions.protocols.validation import check_chat_request, check_embedding_request
 
 pytestmark = pytest.mark.unit
 OK_MESSAGES = [{"role": "user", "content": "hi"}]

@@ -7,9 +7,9 @@ with one assignment. An invalid file is rejected with the same message as at
 start-up (logged, counted in ``gateway_config_reloads_total{result="rejected"}``
 and shown by ``GET /gateway/config``), and the last good generation keeps serving.
 
-A request is pinned to the generation current when it arrived (``PINNED``, and
-``generation`` in its gateway record for LiteLLM's log events), so it finishes on
-the configuration it started with. ``config/litellm.yaml`` is not reloaded: LiteLLM
+A request is pinned to the generation current when it arrived (the front holds
+that generation's pipeline for the whole request; ``generation`` in its log line), so
+it finishes on the configuration it started with. ``config/litellm.yaml`` is not reloaded: LiteLLM
 reads it once, so changing it needs a (rolling) restart.
 """
 
@@ -20,122 +20,32 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextvars import ContextVar
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from litellm.integrations.custom_logger import CustomLogger
-
+from extensions.app.assembly import Parts
 from extensions.config.errors import ConfigError
 from extensions.config.loader import config_chain
-from extensions.hooks.assembly import Parts
-from extensions.hooks.auth import GatewayAuth
-from extensions.hooks.gateway_callback import GatewayCallback, _gateway_meta
 
 logger = logging.getLogger("gateway.config")
-PINNED: ContextVar[GatewayCallback | None] = ContextVar("gateway_pinned", default=None)
-KEEP_GENERATIONS = 4  # requests in flight across this many reloads still find theirs
 RETIRE_AFTER_S = 60.0  # replaced observers and Redis links are closed this much later
 
 
 class Generations:
-    """The current generation and the few before it (for requests still in flight)."""
+    """The current generation; each request is pinned to the one current when it arrived
+    (the front takes ``parts`` once per request and keeps it to the end)."""
 
     def __init__(self, first: Parts) -> None:
         self.parts = first
         self.number = 1
-        first.callback.generation = 1
-        self._recent: OrderedDict[int, GatewayCallback] = OrderedDict({1: first.callback})
-
-    @property
-    def current(self) -> GatewayCallback:
-        return self.parts.callback
+        first.pipeline.generation = 1
 
     def advance(self, parts: Parts) -> int:
         self.number += 1
-        parts.callback.generation = self.number
-        self._recent[self.number] = parts.callback
-        while len(self._recent) > KEEP_GENERATIONS:
-            self._recent.popitem(last=False)
+        parts.pipeline.generation = self.number
         self.parts = parts  # the swap: one assignment
         return self.number
-
-    def pinned(self) -> GatewayCallback:
-        """The request's generation: pinned when it arrived, else the current one."""
-        return PINNED.get() or self.current
-
-    def of(self, kwargs: Mapping[str, Any]) -> GatewayCallback:
-        """The generation a LiteLLM log event's request ran on."""
-        number = _gateway_meta(kwargs.get("litellm_params") or {}).get("generation")
-        return self._recent.get(number, self.current) if isinstance(number, int) else (
-            self.current)  # fmt: skip
-
-
-class ReloadingCallback(CustomLogger):  # type: ignore[misc]
-    """What LiteLLM calls (``litellm_settings.callbacks``): each hook goes to the
-    request's generation. Hooks are defined on this class itself, as LiteLLM requires."""
-
-    def __init__(self, generations: Generations, on_first_use: Callable[[], None]) -> None:
-        super().__init__()
-        self.generations = generations
-        self._on_first_use = on_first_use
-
-    async def async_pre_call_hook(
-        self, user_api_key_dict: Any, cache: Any, data: dict[str, Any], call_type: str
-    ) -> dict[str, Any]:
-        self._on_first_use()
-        gateway = self.generations.pinned()
-        return await gateway.async_pre_call_hook(user_api_key_dict, cache, data, call_type)
-
-    async def async_post_call_streaming_iterator_hook(
-        self, user_api_key_dict: Any, response: AsyncIterator[Any], request_data: dict[str, Any]
-    ) -> AsyncIterator[Any]:
-        gateway = self.generations.of({"litellm_params": request_data})
-        async for chunk in gateway.async_post_call_streaming_iterator_hook(
-            user_api_key_dict, response, request_data
-        ):
-            yield chunk
-
-    async def async_post_call_response_headers_hook(
-        self,
-        data: dict[str, Any],
-        user_api_key_dict: Any,
-        response: object,
-        request_headers: dict[str, str] | None = None,
-        litellm_call_info: dict[str, object] | None = None,
-    ) -> dict[str, str] | None:
-        gateway = self.generations.of({"litellm_params": data})
-        return await gateway.async_post_call_response_headers_hook(
-            data, user_api_key_dict, response, request_headers, litellm_call_info
-        )
-
-    async def async_log_success_event(
-        self, kwargs: dict[str, Any], response_obj: Any, start_time: Any, end_time: Any
-    ) -> None:
-        await self.generations.of(kwargs).async_log_success_event(
-            kwargs, response_obj, start_time, end_time
-        )
-
-    async def async_log_failure_event(
-        self, kwargs: dict[str, Any], response_obj: Any, start_time: Any, end_time: Any
-    ) -> None:
-        await self.generations.of(kwargs).async_log_failure_event(
-            kwargs, response_obj, start_time, end_time
-        )
-
-    async def async_post_call_failure_hook(
-        self,
-        request_data: dict[str, Any],
-        original_exception: Exception,
-        user_api_key_dict: Any,
-        traceback_str: str | None = None,
-    ) -> None:
-        gateway = self.generations.of({"litellm_params": request_data})
-        await gateway.async_post_call_failure_hook(
-            request_data, original_exception, user_api_key_dict, traceback_str
-        )
 
 
 def chain_digest(chain: Sequence[Path]) -> str:
@@ -156,13 +66,13 @@ class ConfigReloader:
         self,
         path: Path,
         generations: Generations,
-        auth: GatewayAuth,
         rebuild: Callable[[Parts], Parts],
+        on_swap: Callable[[Parts], None] = lambda parts: None,
     ) -> None:
         self.path = path
         self.generations = generations
-        self.auth = auth
         self.rebuild = rebuild
+        self.on_swap = on_swap
         self._chain = config_chain(path)
         self.digest = chain_digest(self._chain)
         self.loaded_at = time.time()
@@ -177,9 +87,7 @@ class ConfigReloader:
     def start(self) -> None:
         """Start this worker's background work on the running loop (idempotent): the
         current generation's observer tasks, and the watcher if ``reload.watch``."""
-        observer = self.generations.current.observer
-        if observer is not None:
-            observer.ensure_started()
+        self.generations.parts.observer.ensure_started()
         if not self.generations.parts.config.reload.watch:
             return
         if self._watcher is None or self._watcher.done():
@@ -226,7 +134,7 @@ class ConfigReloader:
                 self._reject(f"{self.path}: {type(exc).__name__}: {exc}", digest)
                 return self.status()
             number = self.generations.advance(parts)
-            self.auth.verifier = parts.verifier
+            self.on_swap(parts)
             self.digest, self.loaded_at, self.last_error = digest, time.time(), None
             self._gauge(parts, "ok")
             self._retire(previous, parts)

@@ -1,57 +1,65 @@
-"""Build the gateway's hook objects from validated settings (no environment reads here)."""
+"""Build one generation of the gateway from validated settings (no environment reads here).
+
+A generation is everything one worker needs to serve requests on one version of
+gateway.yaml: the key verifier, the pipeline (gatekeeper, decider, caches, router),
+the observer. A reload builds the next generation, keeping what did not change: the
+encoder, the Redis link, the metrics, cache entries and limit/budget/usage counters.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from extensions.access.budgets import Budgets, SpendStore
+from extensions.access.budgets import Budgets, SpendStore, budgets_by_alias
 from extensions.access.grants import grants
 from extensions.access.keys import KeyVerifier
-from extensions.access.limits import Limiter, LimitStore
+from extensions.access.limits import Limiter, LimitStore, subject_limits
 from extensions.access.usage import SavingsEstimate, Usage, UsageStore
 from extensions.backends.redis import RedisLink
+from extensions.cache.requests import RequestCache
+from extensions.config.catalog import Catalog
 from extensions.config.errors import ConfigError
-from extensions.config.loader import litellm_model_groups, litellm_prices, load_gateway_config
+from extensions.config.loader import load_gateway_config
 from extensions.config.schema import GatewayConfig
 from extensions.embedding.encoder import BatchingEncoder
-from extensions.hooks.caching import CachingHook
-from extensions.hooks.gateway_callback import GatewayCallback
-from extensions.hooks.routing import RoutingHook
 from extensions.observe.metrics import GatewayMetrics
 from extensions.observe.observer import Observer
+from extensions.pipeline.admission import Gatekeeper
+from extensions.pipeline.decide import Decider
+from extensions.pipeline.pipeline import Inflight, Pipeline
+from extensions.pipeline.upstream import Upstream
+from extensions.router.engine import RouterEngine
+from extensions.router.handoff import HandoffDispatcher
+from extensions.server.routes import RouteTable
 
 
-def build_routing(config: GatewayConfig, base_dir: Path, encoder: BatchingEncoder) -> RoutingHook:
-    """Train (or load cached) classifiers for every router."""
-    from extensions.router.engine import RouterEngine, compile_routers
-    from extensions.router.handoff import HandoffDispatcher, build_sink
+def build_router(
+    config: GatewayConfig, base_dir: Path, encoder: BatchingEncoder
+) -> tuple[RouterEngine, HandoffDispatcher]:
+    """Train (or load cached) classifiers for every router; the handoff sinks."""
+    from extensions.router.engine import compile_routers
+    from extensions.router.handoff import build_sink
     from extensions.router.llm_classifier import LlmIntentClassifier, router_completion
 
     routers = compile_routers(config.routers, encoder, base_dir, config.embedding.cache_dir)
     sinks = {name: build_sink(s) for name, s in config.handoff_sinks.items()}
     llm = {
-        name: LlmIntentClassifier(spec.llm_classifier, spec.description, spec.intents,
-                                  router_completion)
-        for name, spec in config.routers.items() if spec.llm_classifier.enabled
-    }  # fmt: skip
-    return RoutingHook(RouterEngine(routers, encoder, llm), HandoffDispatcher(sinks))
+        name: LlmIntentClassifier(
+            spec.llm_classifier, spec.description, spec.intents, router_completion
+        )
+        for name, spec in config.routers.items()
+        if spec.llm_classifier.enabled
+    }
+    return RouterEngine(routers, encoder, llm), HandoffDispatcher(sinks)
 
 
-def build_caching(
-    config: GatewayConfig,
-    encoder: BatchingEncoder | None,
-    link: RedisLink | None,
-    previous: CachingHook | None = None,
-) -> CachingHook:
-    """The response cache on the configured tier (memory, or memory in front of Redis).
-
-    ``previous``: the hook of the generation before a reload whose cache settings were
-    the same; its entries (and its cacheability classifier) are kept.
-    """
-    if previous is not None:
-        return CachingHook(previous.cache, encoder, config.routers, previous.classifier)
+def build_cache(
+    config: GatewayConfig, encoder: BatchingEncoder | None, link: RedisLink | None
+) -> RequestCache:
+    """The response cache on the configured tier (memory, or memory in front of Redis)."""
     from extensions.cache.policy import NOT_CACHEABLE, CacheabilityClassifier
     from extensions.cache.service import ResponseCache
     from extensions.cache.settings import Tier
@@ -77,12 +85,22 @@ def build_caching(
         labels = ["cacheable"] * len(rules.cacheable) + [NOT_CACHEABLE] * len(rules.not_cacheable)
         head = train_head(encoder.encode_sync(texts), labels)
         classifier = CacheabilityClassifier(head, rules.not_cacheable_above)
-    return CachingHook(ResponseCache(settings, store, index), encoder, config.routers, classifier)
+    return RequestCache(
+        ResponseCache(settings, store, index),
+        encoder,
+        config.routers,
+        classifier,
+        window_check(encoder, config.embedding.max_seq_length),
+    )
 
 
-def build_metrics(config: GatewayConfig, routes: set[str]) -> GatewayMetrics | None:
-    """Prometheus metrics (registered once per worker: reloads keep them)."""
-    return GatewayMetrics(routes) if config.observability.metrics.enabled else None
+def window_check(encoder: BatchingEncoder | None, max_tokens: int) -> Any:
+    """Whether a query fits the encoder's window (its end would be cut off otherwise)."""
+    fits = getattr(encoder, "fits", None)
+    if callable(fits):
+        return fits
+    # no tokenizer to ask: about 1.3 word pieces per word for English text
+    return lambda text: len(text.split()) * 1.3 <= max_tokens
 
 
 def build_observer(
@@ -106,8 +124,9 @@ def build_observer(
     if settings.dashboard.store is TimelineStore.REDIS:
         assert link is not None  # the schema requires redis.url
         store = RedisTimeline(link)
-    return Observer(settings, RequestLog(settings.request_log), metrics,
-                    TimelineRecorder(store), metrics_dir)  # fmt: skip
+    return Observer(
+        settings, RequestLog(settings.request_log), metrics, TimelineRecorder(store), metrics_dir
+    )
 
 
 def build_limits(
@@ -136,15 +155,17 @@ def build_limits(
 
 @dataclass
 class Parts:
-    """One generation of the gateway: the callback, the key verifier, and what the next
-    reload may keep (encoder, Redis link, observer, caches and counters)."""
+    """One generation: what serves requests, and what the next reload may keep."""
 
     config: GatewayConfig
-    callback: GatewayCallback
+    catalog: Catalog
     verifier: KeyVerifier
+    pipeline: Pipeline
+    routes: RouteTable
     encoder: BatchingEncoder | None
     link: RedisLink | None
     observer: Observer
+    cache: RequestCache | None
     limit_store: LimitStore
     spend_store: SpendStore
     usage_store: UsageStore
@@ -152,12 +173,26 @@ class Parts:
     def same(self, config: GatewayConfig, section: str) -> bool:
         return bool(getattr(self.config, section) == getattr(config, section))
 
+    @property
+    def metrics_locked(self) -> bool:
+        return self.config.observability.metrics.require_master_key
+
+    async def usage_report(self, day: str | None) -> dict[str, Any]:
+        """Usage by key, team and model for a UTC day, with what is left of each budget."""
+        gatekeeper = self.pipeline.gatekeeper
+        report = await gatekeeper.usage.report(day)
+        if gatekeeper.budgets is not None:
+            report["budgets"] = await gatekeeper.budgets.remaining()
+        return report
+
 
 def build_gateway(
     gateway_yaml: Path,
     litellm_yaml: Path,
     master_key: str,
     environ: Mapping[str, str],
+    upstream: Upstream,
+    inflight: Inflight,
     metrics_dir: str | None = None,
     previous: Parts | None = None,
 ) -> Parts:
@@ -166,13 +201,8 @@ def build_gateway(
     With ``previous`` (a reload), parts whose settings did not change are kept: the
     encoder, the Redis link, the metrics, cache entries and limit/budget counters.
     """
-    from extensions.access.budgets import budgets_by_alias
-    from extensions.access.limits import subject_limits
-
-    model_groups = litellm_model_groups(litellm_yaml)
-    config = load_gateway_config(gateway_yaml, model_groups, environ)
-    savings = SavingsEstimate(litellm_prices(litellm_yaml),
-                              config.access.savings.assumed_completion_tokens)  # fmt: skip
+    catalog = Catalog.from_litellm_yaml(litellm_yaml)
+    config = load_gateway_config(gateway_yaml, catalog.groups, environ)
     if not master_key:
         raise ConfigError("environment", ["LITELLM_MASTER_KEY must be set (the operators' key)"])
     verifier, problems = KeyVerifier.build(master_key, config.access, environ)
@@ -189,13 +219,18 @@ def build_gateway(
         from extensions.embedding.encoder import sentence_encoder
 
         encoder = sentence_encoder(config.embedding)
-    routing = (
-        build_routing(config, gateway_yaml.parent, encoder) if config.routers and encoder else None
+    engine, handoffs = (
+        build_router(config, gateway_yaml.parent, encoder)
+        if config.routers and encoder
+        else (None, None)
     )
-    routes = model_groups | set(config.routers)
-    metrics = previous.observer.metrics if previous is not None else build_metrics(config, routes)
+    names = catalog.groups | set(config.routers)
+    if previous is not None:
+        metrics = previous.observer.metrics
+    else:
+        metrics = GatewayMetrics(names) if config.observability.metrics.enabled else None
     if metrics is not None:
-        metrics.routes = frozenset(routes)
+        metrics.routes = frozenset(names)
     link = previous.link if previous is not None and previous.same(config, "redis") else None
     if link is None and config.redis.url:  # one connection pool per worker
         link = RedisLink(config.redis, on_state=metrics.redis_up.set if metrics else None)
@@ -205,19 +240,59 @@ def build_gateway(
         if previous is not None and keep and previous.same(config, "observability")
         else build_observer(config, metrics, link, metrics_dir)
     )
-    caching = None
+    cache = None
     if config.cache.enabled:
-        old = None
-        if previous is not None and keep and previous.same(config, "cache") and (
-                previous.encoder is encoder):  # fmt: skip
-            old = previous.callback.caching
-        caching = build_caching(config, encoder, link, old)
+        if (
+            previous is not None
+            and keep
+            and previous.same(config, "cache")
+            and (previous.encoder is encoder)
+            and previous.cache is not None
+        ):
+            cache = previous.cache  # its entries (and its cacheability classifier) are kept
+            cache.routers = dict(config.routers)
+        else:
+            cache = build_cache(config, encoder, link)
     limit_store, spend_store, usage_store = build_limits(config, link, previous)
     by_alias = subject_limits(config.access)
-    limiter = Limiter(limit_store, by_alias) if by_alias else None
     budget_by_alias = budgets_by_alias(config.access)
-    budgets = Budgets(spend_store, budget_by_alias) if budget_by_alias else None
-    callback = GatewayCallback(config, routing, caching, grants(config.access), limiter, budgets,
-                               Usage(usage_store), savings, observer)  # fmt: skip
-    return Parts(config, callback, verifier, encoder, link, observer, limit_store, spend_store,
-                 usage_store)  # fmt: skip
+    gatekeeper = Gatekeeper(
+        grants(config.access),
+        Limiter(limit_store, by_alias) if by_alias else None,
+        Budgets(spend_store, budget_by_alias) if budget_by_alias else None,
+        Usage(usage_store),
+    )
+    savings = SavingsEstimate(catalog, config.access.savings.assumed_completion_tokens)
+    decider = Decider(catalog, cache, engine, handoffs, savings)
+    pipeline = Pipeline(
+        generation=0,
+        verifier=verifier,
+        gatekeeper=gatekeeper,
+        decider=decider,
+        upstream=upstream,
+        observer=observer,
+        catalog=catalog,
+        cache=cache,
+        inflight=inflight,
+        routers=frozenset(config.routers),
+        headers_enabled=config.response_headers.enabled,
+    )
+    settings = config.observability
+    routes = RouteTable(
+        settings.metrics.path if settings.metrics.enabled else None,
+        settings.dashboard.path if settings.dashboard.enabled else None,
+    )
+    return Parts(
+        config,
+        catalog,
+        verifier,
+        pipeline,
+        routes,
+        encoder,
+        link,
+        observer,
+        cache,
+        limit_store,
+        spend_store,
+        usage_store,
+    )

@@ -7,7 +7,7 @@ a precise 400 instead, naming the parameter.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
@@ -83,8 +83,11 @@ def _check_response_format(data: Mapping[str, object]) -> RequestProblem | None:
     if fmt is None:
         return None
     if not isinstance(fmt, Mapping) or fmt.get("type") not in RESPONSE_FORMATS:
-        return RequestProblem("response_format", "'response_format' must be an object whose "
-                              f"'type' is one of: {', '.join(RESPONSE_FORMATS)}.")  # fmt: skip
+        return RequestProblem(
+            "response_format",
+            "'response_format' must be an object whose "
+            f"'type' is one of: {', '.join(RESPONSE_FORMATS)}.",
+        )
     return None
 
 
@@ -100,6 +103,71 @@ def _check_sampling(data: Mapping[str, object]) -> RequestProblem | None:
     stream = data.get("stream")
     if stream is not None and not isinstance(stream, bool):
         return RequestProblem("stream", "'stream' must be true or false.")
+    return _check_types(data)
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+# Optional chat parameters and the JSON types they must have (checked before any upstream
+# call: LiteLLM would pass a wrong type on, and providers answer it differently).
+_TYPES: dict[str, tuple[str, Callable[[object], bool]]] = {
+    "seed": ("an integer", _is_int),
+    "user": ("a string", lambda v: isinstance(v, str)),
+    "logprobs": ("true or false", lambda v: isinstance(v, bool)),
+    "top_logprobs": ("an integer between 0 and 20", lambda v: _is_int(v) and 0 <= v <= 20),  # type: ignore[operator]
+    "parallel_tool_calls": ("true or false", lambda v: isinstance(v, bool)),
+    "logit_bias": ("an object", lambda v: isinstance(v, Mapping)),
+    "stream_options": ("an object", lambda v: isinstance(v, Mapping)),
+    "metadata": ("an object", lambda v: isinstance(v, Mapping)),
+    "top_k": ("a positive integer", lambda v: _is_int(v) and v >= 1),  # type: ignore[operator]
+    "reasoning_effort": ("a string", lambda v: isinstance(v, str)),
+    "service_tier": ("a string", lambda v: isinstance(v, str)),
+    "prompt_cache_key": ("a string", lambda v: isinstance(v, str)),
+    "safety_identifier": ("a string", lambda v: isinstance(v, str)),
+    "modalities": (
+        "a list of strings",
+        lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+    ),
+}
+
+
+def _check_types(data: Mapping[str, object]) -> RequestProblem | None:
+    for name, (what, ok) in _TYPES.items():
+        v = data.get(name)
+        if v is not None and not ok(v):
+            return RequestProblem(name, f"'{name}' must be {what}.")
+    return _check_stop(data.get("stop")) or _check_tools(data)
+
+
+def _check_stop(stop: object) -> RequestProblem | None:
+    if stop is None or isinstance(stop, str):
+        return None
+    if isinstance(stop, list) and len(stop) <= 4 and all(isinstance(s, str) for s in stop):
+        return None
+    return RequestProblem("stop", "'stop' must be a string or a list of up to 4 strings.")
+
+
+def _check_tools(data: Mapping[str, object]) -> RequestProblem | None:
+    tools = data.get("tools")
+    if tools is not None:
+        if not isinstance(tools, list):
+            return RequestProblem("tools", "'tools' must be a list of tools.")
+        for i, tool in enumerate(tools):
+            function = tool.get("function") if isinstance(tool, Mapping) else None
+            if not isinstance(function, Mapping) or not isinstance(function.get("name"), str):
+                return RequestProblem(
+                    f"tools[{i}]",
+                    f"'tools[{i}]' must be an object with "
+                    "'type': 'function' and a 'function' with a 'name'.",
+                )
+    choice = data.get("tool_choice")
+    if choice is not None and not isinstance(choice, str | Mapping):
+        return RequestProblem("tool_choice", "'tool_choice' must be a string or an object.")
+    functions = data.get("functions")
+    if functions is not None and not isinstance(functions, list):
+        return RequestProblem("functions", "'functions' must be a list.")
     return None
 
 

@@ -1,1 +1,0 @@
-"""LiteLLM hooks: thin ``CustomLogger`` adapters around pure functions."""

@@ -1,0 +1,1 @@
+"""The request pipeline: open, start, decide, forward, finish (no LiteLLM, no ASGI)."""

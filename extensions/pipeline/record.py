@@ -1,0 +1,86 @@
+"""Pure: the request-log record of one finished request, from its context.
+
+The same record feeds the log line, the Prometheus metrics, the dashboard's
+timeline and the analytics report, so they always agree. Fields are documented in
+docs/observability.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from extensions.observe.record import iso_now
+from extensions.pipeline.context import RequestContext, Result
+
+DIRECT = "DIRECT"  # the action of a request that named a model, not a router
+NO_CACHE = "NONE"  # the cache outcome of a request the cache never saw
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def build_record(
+    ctx: RequestContext,
+    result: Result,
+    total_ms: float,
+    content: Mapping[str, str] | None = None,
+    now: float | None = None,
+) -> dict[str, Any]:
+    principal, routing, cache, served = ctx.principal, ctx.routing, ctx.cache, ctx.served
+    exact, semantic = cache.exact_ms, cache.semantic_ms
+    cache_ms = (
+        None if exact is None and semantic is None else round((exact or 0) + (semantic or 0), 3)
+    )
+    usage = served.usage if served is not None else None
+    error = result.error
+    record: dict[str, Any] = {
+        "ts": iso_now(now),
+        "event": "request",
+        "request_id": ctx.id,
+        "key_alias": principal.alias if principal else None,
+        "team": principal.team if principal else None,
+        "endpoint": ctx.protocol.value,
+        "route": ctx.requested,
+        "stream": ctx.stream,
+        "router": routing.router if routing else None,
+        "intent": routing.intent if routing else None,
+        "confidence": routing.confidence if routing else None,
+        "action": routing.action.value if routing else DIRECT,
+        "model_group": served.model_group if served else None,
+        "deployment": served.deployment if served else None,
+        "provider": served.provider if served else None,
+        "fallbacks": served.fallbacks if served else 0,
+        "retries": served.retries if served else 0,
+        "cache": cache.outcome.value if cache.outcome is not None else NO_CACHE,
+        "similarity": cache.similarity,
+        "latency_ms": {
+            "total": round(total_ms, 3),
+            "gateway": _round(ctx.gateway_ms),
+            "classify": _round(routing.classify_ms) if routing else None,
+            "cache": cache_ms,
+            "upstream": _round(served.upstream_ms) if served else None,
+        },
+        "tokens": {
+            "prompt": usage.prompt_tokens if usage else 0,
+            "completion": usage.completion_tokens if usage else 0,
+            "cached": usage.cached_tokens if usage else 0,
+        },
+        "cost_usd": round(served.cost_usd, 10) if served else 0.0,
+        "saved_usd": round(ctx.saved_usd, 10),
+        "status": result.status,
+        "error": {"type": error.type, "message": error.message[:300]} if error else None,
+        "generation": ctx.generation,
+    }
+    if routing is not None and routing.handoff_id:
+        record["handoff_id"] = routing.handoff_id
+    if routing is not None and routing.degraded:
+        record["degraded"] = routing.degraded
+    if routing is not None and routing.structured_override:
+        record["structured_override"] = True
+    if ctx.failed_attempts:
+        record["failed_attempts"] = [{"model_group": g, "error": e} for g, e in ctx.failed_attempts]
+    if content:
+        record["content"] = dict(content)
+    return record

@@ -1,1 +1,0 @@
-"""The OpenAI request protocol as the gateway checks it before anything is spent."""
