@@ -77,19 +77,6 @@ def substitute_env(
     return value
 
 
-def litellm_prices(path: Path | str) -> dict[str, tuple[float, float]]:
-    """USD per input and per output token of each model group (its first priced deployment)."""
-    entries = read_yaml_mapping(Path(path)).get("model_list") or []
-    prices: dict[str, tuple[float, float]] = {}
-    for e in entries if isinstance(entries, list) else []:
-        info = e.get("model_info") if isinstance(e, dict) else None
-        if not isinstance(info, dict) or "input_cost_per_token" not in info:
-            continue
-        price = (float(info["input_cost_per_token"]), float(info.get("output_cost_per_token", 0)))
-        prices.setdefault(str(e["model_name"]), price)
-    return prices
-
-
 EXTENDS = "extends"
 
 
@@ -142,8 +129,12 @@ def load_gateway_config(
     """
     p = Path(path)
     problems: list[str] = []
-    data = substitute_env(read_gateway_yaml(p), os.environ if environ is None else environ, "",
-                          problems)  # fmt: skip
+    raw = read_gateway_yaml(p)
+    if "version" not in raw:  # an editor that truncates before writing leaves an empty file
+        raise ConfigError(p, ["version: required (write `version: 1`; an empty or truncated "
+                              "gateway.yaml is refused, and a running gateway keeps its last "
+                              "good configuration)"])  # fmt: skip
+    data = substitute_env(raw, os.environ if environ is None else environ, "", problems)
     if problems:
         raise ConfigError(p, problems)
     try:

@@ -36,7 +36,7 @@ class ReloadSettings(StrictModel):
 class GatewayConfig(StrictModel):
     """The whole of ``config/gateway.yaml`` (cross-references: ``config/references.py``)."""
 
-    version: Literal[1] = 1
+    version: Literal[1]  # required: an empty or truncated file is never a valid config
     response_headers: ResponseHeadersSettings = ResponseHeadersSettings()
     requests: RequestSettings = RequestSettings()
     reload: ReloadSettings = ReloadSettings()

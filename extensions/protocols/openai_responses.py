@@ -518,11 +518,13 @@ class ResponsesAdapter:
         return openai_error(error)
 
     def stream_error(self, error: GatewayError) -> bytes:
+        """The ``error`` event (with an ``error`` object too, which the SDKs raise on)."""
         event = {
             "type": "error",
             "code": error.code or error.type,
             "message": error.message,
             "param": error.param,
             "sequence_number": 0,
+            **openai_error(error),
         }
         return sse(event, "error")

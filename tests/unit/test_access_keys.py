@@ -24,7 +24,7 @@ def test_hashed_env_and_master_keys_verify() -> None:
     )  # fmt: skip
     verifier, problems = KeyVerifier.build("sk-master", access, {"BATCH_KEY": "sk-batch-1"})
     assert problems == []
-    app = verifier.verify(f"Bearer {made.key}")
+    app = verifier.verify(made.key)
     assert app is not None and (app.alias, app.role, app.team) == ("app", Role.APP, "support")
     batch = verifier.verify("sk-batch-1")
     assert batch is not None and batch.alias == "batch" and batch.team is None
@@ -57,7 +57,7 @@ def test_key_settings_override_team_settings() -> None:
 
 def write(tmp_path: Path, access_yaml: str) -> Path:
     path = tmp_path / "gateway.yaml"
-    path.write_text("access:\n" + access_yaml)
+    path.write_text("version: 1\naccess:\n" + access_yaml)
     return path
 
 

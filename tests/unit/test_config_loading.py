@@ -26,8 +26,14 @@ def test_shipped_config_is_valid() -> None:
     assert config.response_headers.enabled is True
 
 
-def test_empty_file_gives_defaults(tmp_path: Path) -> None:
-    assert load_gateway_config(write(tmp_path, "")) == GatewayConfig()
+def test_minimal_file_gives_defaults(tmp_path: Path) -> None:
+    assert load_gateway_config(write(tmp_path, "version: 1\n")) == GatewayConfig(version=1)
+
+
+@pytest.mark.parametrize("text", ["", "\n", "# all commented out\n", "cache: {enabled: true}\n"])
+def test_empty_or_versionless_file_is_refused(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigError, match="version: required"):
+        load_gateway_config(write(tmp_path, text))
 
 
 def test_unknown_key_names_file_and_path(tmp_path: Path) -> None:
@@ -40,7 +46,7 @@ def test_unknown_key_names_file_and_path(tmp_path: Path) -> None:
 
 
 def test_wrong_type_names_path_and_expected(tmp_path: Path) -> None:
-    path = write(tmp_path, "response_headers:\n  enabled: maybe\n")
+    path = write(tmp_path, "version: 1\nresponse_headers:\n  enabled: maybe\n")
     with pytest.raises(ConfigError) as info:
         load_gateway_config(path)
     assert "response_headers.enabled: Input should be a valid boolean" in str(info.value)

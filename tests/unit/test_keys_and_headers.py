@@ -1,23 +1,22 @@
-"""Key verification and the deployment headers, as pure functions."""
+"""Key verification and presentation, as pure functions."""
 
 from __future__ import annotations
 
 import pytest
 
-from extensions.access.keys import KeyVerifier, Role, strip_bearer
-from extensions.hooks.headers import CallInfo, deployment_headers
+from extensions.access.keys import KeyVerifier, Role, bearer_key
+from extensions.pipeline.admission import presented_key
+from extensions.pipeline.errors import Unauthenticated
 
 pytestmark = pytest.mark.unit
 
 
-def test_master_key_verifies_with_or_without_bearer() -> None:
-    v = KeyVerifier.from_master_key("sk-master")
-    for presented in ("sk-master", "Bearer sk-master", "bearer  sk-master "):
-        principal = v.verify(presented)
-        assert principal is not None and principal.role is Role.OPERATOR
+def test_master_key_verifies() -> None:
+    principal = KeyVerifier.from_master_key("sk-master").verify("sk-master")
+    assert principal is not None and principal.role is Role.OPERATOR
 
 
-@pytest.mark.parametrize("presented", [None, "", "sk-maste", "sk-master2", "Bearer "])
+@pytest.mark.parametrize("presented", [None, "", "sk-maste", "sk-master2", "Bearer sk-master"])
 def test_other_keys_are_refused(presented: str | None) -> None:
     assert KeyVerifier.from_master_key("sk-master").verify(presented) is None
 
@@ -33,24 +32,18 @@ def test_empty_master_key_is_refused() -> None:
         KeyVerifier.from_master_key("")
 
 
-def test_strip_bearer() -> None:
-    assert strip_bearer("Bearer abc") == "abc"
-    assert strip_bearer("abc") == "abc"
+@pytest.mark.parametrize(("header", "key"), [
+    ("Bearer abc", "abc"), ("bearer  abc ", "abc"), ("BEARER abc", "abc"),
+    ("Basic abc", None), ("abc", None), ("Bearer Bearer abc", None), ("Bearer ", None),
+    ("Bearer a b", None),
+])  # fmt: skip
+def test_only_bearer_keys_are_read(header: str, key: str | None) -> None:
+    assert bearer_key(header) == key
 
 
-def test_deployment_headers_from_litellm_call_info() -> None:
-    info = CallInfo.from_litellm(
-        {"metadata": {"model_group": "gpt-sim"}},
-        {"model_id": "gpt-sim-b", "custom_llm_provider": "openai", "model_info": {"id": "x"}},
-    )
-    assert deployment_headers(info) == {
-        "x-gateway-model-group": "gpt-sim",
-        "x-gateway-deployment": "gpt-sim-b",
-        "x-gateway-provider": "openai",
-    }
-
-
-def test_deployment_headers_fall_back_to_model_info_and_skip_unknowns() -> None:
-    info = CallInfo.from_litellm({}, {"model_info": {"id": "claude-sim"}})
-    assert deployment_headers(info) == {"x-gateway-deployment": "claude-sim"}
-    assert deployment_headers(CallInfo.from_litellm({}, None)) == {}
+def test_x_api_key_only_where_the_protocol_uses_it() -> None:
+    assert presented_key({"x-api-key": "k"}, x_api_key=True) == "k"
+    assert presented_key({"x-api-key": "k"}, x_api_key=False) is None
+    assert presented_key({"authorization": "Bearer a", "x-api-key": "k"}, x_api_key=True) == "a"
+    with pytest.raises(Unauthenticated):
+        presented_key({"authorization": "Basic a"}, x_api_key=True)

@@ -216,7 +216,7 @@ async def test_loop_monitor_sees_a_blocked_loop() -> None:
 
 def config_error(tmp_path: Path, section: dict[str, Any], groups: set[str] | None = None) -> str:
     path = tmp_path / "gateway.yaml"
-    path.write_text(yaml.safe_dump({"observability": section}))
+    path.write_text(yaml.safe_dump({"version": 1, "observability": section}))
     with pytest.raises(ConfigError) as err:
         load_gateway_config(path, groups or {"gpt-sim"}, {})
     return str(err.value)

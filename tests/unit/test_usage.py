@@ -26,12 +26,13 @@ async def test_usage_adds_up_per_key_team_and_model() -> None:
 
 def test_savings_estimate_from_litellm_prices() -> None:
     from extensions.access.usage import SavingsEstimate
-    from extensions.config.loader import litellm_prices
+    from extensions.config.catalog import Catalog
     from tests.support.stack import LITELLM_YAML
 
-    prices = litellm_prices(LITELLM_YAML)
-    assert prices["gpt-sim"] == (0.0000025, 0.00001)
-    estimate = SavingsEstimate(prices, assumed_completion_tokens=200)
+    catalog = Catalog.from_litellm_yaml(LITELLM_YAML)
+    price = catalog.price_of_group("gpt-sim")
+    assert price is not None and (price.input, price.output) == (0.0000025, 0.00001)
+    estimate = SavingsEstimate(catalog, assumed_completion_tokens=200)
     messages = [{"role": "user", "content": "x" * 400}]  # about 100 tokens
     assert estimate.usd("gpt-sim", messages) == pytest.approx(100 * 0.0000025 + 200 * 0.00001)
     assert estimate.usd("unpriced-model", messages) == 0.0
