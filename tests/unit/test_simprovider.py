@@ -20,6 +20,7 @@ from extensions.simprovider.faults import FaultBook, FaultHeaderError, fault_fro
 from extensions.simprovider.prompt_cache import CacheOutcome, PromptCache
 from extensions.simprovider.runtime import is_simulated_drop, sleep_unless_disconnected
 from extensions.simprovider.server import DropLogFilter, main
+from extensions.simprovider.schema_values import arguments_for_schema
 from extensions.simprovider.settings import (
     FaultKind,
     FaultRule,
@@ -31,7 +32,6 @@ from extensions.simprovider.settings import (
 )
 from extensions.simprovider.text import (
     VOCABULARY,
-    arguments_for_schema,
     decode_base64_floats,
     embedding_vector,
     encode_base64_floats,
