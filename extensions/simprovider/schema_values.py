@@ -4,8 +4,9 @@ Pure logic. Understands the schema subset models are given in practice: ``type``
 Gemini's upper-case OpenAPI spelling and type lists), ``enum``, ``const``, ``anyOf`` /
 ``oneOf`` (first non-null alternative), ``allOf`` (merged), local ``$ref`` to ``$defs`` /
 ``definitions``, ``minimum`` / ``maximum`` (and exclusive), ``minLength`` / ``maxLength``,
-``minItems`` / ``maxItems`` and common string ``format``s. Strings are "sim", numbers 1,
-booleans true, arrays hold ``max(1, minItems)`` items.
+``minItems`` / ``maxItems`` (at most ``MAX_REPEAT``) and common string ``format``s.
+Strings are "sim", numbers 1, booleans true, arrays hold ``max(1, minItems)`` items.
+Malformed schemas never raise: what cannot be read is ignored.
 
 Tool arguments fill an object's ``required`` properties; structured answers
 (``OutputFormat``) fill every listed property, as a model answering a schema does.
@@ -21,6 +22,7 @@ from enum import StrEnum
 from typing import Any
 
 MAX_DEPTH = 12
+MAX_REPEAT = 1000  # cap on minLength / minItems honoured (answers stay small)
 _STRING_FORMATS = {
     "date-time": "2025-01-01T00:00:00Z",
     "date": "2025-01-01",
@@ -42,7 +44,9 @@ def _schema_type(schema: Mapping[str, Any]) -> str | None:
     return raw.lower() if isinstance(raw, str) else None
 
 
-def _resolve(schema: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str, Any]:
+def _resolve(
+    schema: Mapping[str, Any], root: Mapping[str, Any], depth: int = 0
+) -> Mapping[str, Any]:
     """Follow a local ``$ref`` (``#/$defs/X``, ``#/definitions/X``); merge ``allOf``."""
     for _ in range(MAX_DEPTH):
         ref = schema.get("$ref")
@@ -55,48 +59,70 @@ def _resolve(schema: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str,
             break
         schema = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
     parts = schema.get("allOf")
-    if isinstance(parts, list) and parts:
-        merged: dict[str, Any] = {k: v for k, v in schema.items() if k != "allOf"}
-        properties: dict[str, Any] = dict(merged.get("properties") or {})
-        required: list[Any] = list(merged.get("required") or [])
-        for part in parts:
-            if isinstance(part, Mapping):
-                resolved = _resolve(part, root)
-                merged = {**resolved, **merged}
-                properties.update(resolved.get("properties") or {})
-                required.extend(resolved.get("required") or [])
-        if properties:
-            merged["properties"] = properties
-        if required:
-            merged["required"] = required
-        schema = merged
-    return schema
+    if not isinstance(parts, list) or not parts or depth >= MAX_DEPTH:
+        return schema
+    merged: dict[str, Any] = {k: v for k, v in schema.items() if k != "allOf"}
+    properties = _mapping(merged.get("properties"))
+    required = _names(merged.get("required"))
+    for part in parts:
+        if isinstance(part, Mapping):
+            resolved = _resolve(part, root, depth + 1)
+            merged = {**resolved, **merged}
+            properties.update(_mapping(resolved.get("properties")))
+            required.extend(_names(resolved.get("required")))
+    if properties:
+        merged["properties"] = properties
+    if required:
+        merged["required"] = required
+    return merged
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return dict(value) if isinstance(value, Mapping) else {}
+
+
+def _names(value: Any) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def _bound(schema: Mapping[str, Any], key: str) -> float | None:
+    value = schema.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _count(schema: Mapping[str, Any], key: str) -> int | None:
+    value = schema.get(key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return max(0, min(value, MAX_REPEAT))
 
 
 def _number(schema: Mapping[str, Any], integer: bool) -> float | int:
-    value: float = 1
-    low, high = schema.get("minimum"), schema.get("maximum")
-    low_x, high_x = schema.get("exclusiveMinimum"), schema.get("exclusiveMaximum")
-    if isinstance(low, (int, float)) and value < low:
+    value = 1.0
+    low, high = _bound(schema, "minimum"), _bound(schema, "maximum")
+    low_x, high_x = _bound(schema, "exclusiveMinimum"), _bound(schema, "exclusiveMaximum")
+    if low is not None and value < low:
         value = low
-    if isinstance(low_x, (int, float)) and value <= low_x:
+    if low_x is not None and value <= low_x:
         value = low_x + 1
-    if isinstance(high, (int, float)) and value > high:
+    if high is not None and value > high:
         value = high
-    if isinstance(high_x, (int, float)) and value >= high_x:
+    if high_x is not None and value >= high_x:
         value = high_x - 1
     if integer:
         return math.ceil(value)
-    return int(value) if float(value).is_integer() else value
+    return int(value) if value.is_integer() else value
 
 
 def _string(schema: Mapping[str, Any]) -> str:
     fmt = schema.get("format")
     text = _STRING_FORMATS.get(fmt, "sim") if isinstance(fmt, str) else "sim"
-    min_length, max_length = schema.get("minLength"), schema.get("maxLength")
-    if isinstance(min_length, int) and len(text) < min_length:
+    min_length, max_length = _count(schema, "minLength"), _count(schema, "maxLength")
+    if min_length is not None and len(text) < min_length:
         text = (text * (min_length // len(text) + 1))[:min_length]
-    if isinstance(max_length, int) and len(text) > max_length:
+    if max_length is not None and len(text) > max_length:
         text = text[:max_length]
     return text
 
@@ -134,9 +160,9 @@ def value_for_schema(
     if kind == "null":
         return None
     if kind == "array":
-        min_items, max_items = schema.get("minItems"), schema.get("maxItems")
-        count = max(1, min_items) if isinstance(min_items, int) else 1
-        if isinstance(max_items, int):
+        min_items, max_items = _count(schema, "minItems"), _count(schema, "maxItems")
+        count = max(1, min_items or 0)
+        if max_items is not None:
             count = min(count, max_items)
         item = value_for_schema(schema.get("items", {}), base, all_properties, depth + 1)
         return [item] * count

@@ -14,6 +14,8 @@ from typing import Any
 import httpx
 import jsonschema  # type: ignore[import-untyped]
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from starlette.requests import Request
 
 from extensions.simprovider.app import create_app
@@ -305,6 +307,25 @@ def test_structured_answers_fill_every_property_within_constraints() -> None:
     assert json.loads(render_answer(OutputFormat(OutputKind.JSON_OBJECT), "t")) == {"answer": "t"}
     assert render_answer(OutputFormat(OutputKind.ENUM, {"enum": ["x", "y"]}), "t") == "x"
     assert render_answer(TEXT, "t") == "t"
+
+
+SCHEMA_KEYS = st.sampled_from(
+    ["type", "properties", "required", "items", "enum", "$ref", "allOf", "anyOf", "minimum",
+     "exclusiveMaximum", "minItems", "maxItems", "minLength", "format", "$defs", "const"]
+)  # fmt: skip
+SCHEMA_SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5)
+SCHEMA_LIKE = st.recursive(
+    SCHEMA_SCALARS | st.sampled_from(["object", "array", "string", "#/$defs/a", "#/"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(SCHEMA_KEYS, inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(schema=SCHEMA_LIKE)
+@settings(max_examples=300, deadline=None)
+def test_schema_values_never_raise(schema: Any) -> None:
+    json.loads(render_answer(OutputFormat(OutputKind.JSON_SCHEMA, schema), "t"))
+    assert isinstance(arguments_for_schema(schema), dict)
 
 
 def test_embeddings_unit_norm_deterministic_and_base64() -> None:
