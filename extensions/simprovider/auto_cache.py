@@ -1,11 +1,11 @@
 """Simulated automatic prefix caching (OpenAI; Gemini implicit caching): pure logic.
 
-No request marker is needed. A prompt is a sequence of ``Piece``s (tools, system text,
-messages, in the order the provider reads them). Every prefix of ``min_tokens``,
-``min_tokens + increment``, ... tokens (up to the prompt's size) is remembered per model
-until ``ttl_s`` after its last use; a request is served from cache for the longest of its
-prefixes already remembered. Prompts shorter than ``min_tokens`` are never cached and cost
-no hashing.
+No request marker is needed. A ``Prompt`` (``build_prompt``) is a sequence of ``Piece``s
+(tools, then each turn's marker and text, in the order the provider reads them). Every
+prefix of ``min_tokens``, ``min_tokens + increment``, ... tokens (up to the prompt's size)
+is remembered per model until ``ttl_s`` after its last use; a request is served from cache
+for the longest of its prefixes already remembered. Prompts shorter than ``min_tokens`` are
+never cached and cost no hashing.
 
 Where a prefix boundary falls inside a piece, the piece's text is cut at
 ``CHARS_PER_TOKEN`` characters per token (the simulator's token rule), so two prompts

@@ -1,7 +1,8 @@
 """Per-app runtime state and the request pipeline shared by the three wire formats.
 
 ``SimState`` holds everything that changes while the app runs (overrides, fault counters,
-prompt-cache memory, stats, recent request bodies). Each wire-format module uses
+the prompt caches and Gemini cached contents, the simulated clock, stats, recent request
+bodies). Each wire-format module uses
 ``SimState.plan`` to decide latency and faults, ``admit`` to apply error/timeout faults,
 and ``paced_events`` / ``DropResponse`` to emit (or cut) the answer.
 """
