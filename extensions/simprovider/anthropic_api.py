@@ -8,7 +8,6 @@ Simulates prompt caching (see ``prompt_cache``): usage reports ``cache_creation_
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,10 +33,10 @@ from .runtime import (
     sse_response,
     wire_allowed,
 )
+from .schema_values import arguments_for_schema
 from .settings import WireFormat
 from .text import (
     MESSAGE_OVERHEAD_TOKENS,
-    arguments_for_schema,
     estimate_tokens,
     generate_answer,
     short_id,
@@ -303,7 +302,7 @@ async def _answer(
         sum(s.tokens for s in prefix),
         plan.behaviour.cache_min_tokens,
         ttl if ttl is not None else plan.behaviour.cache_ttl_s,
-        time.monotonic(),
+        state.clock.monotonic(),
     )
     prompt = "\n".join(s.key for s in segments)
     tool = chosen_tool(body)

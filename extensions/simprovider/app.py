@@ -1,12 +1,20 @@
 """The simulator's FastAPI app: the three wire formats plus the ``/_sim`` admin API.
 
+Model routes: OpenAI chat completions, embeddings, models and Responses; Anthropic
+messages; Gemini generateContent / streamGenerateContent and cachedContents.
+
 Admin API (no auth; the server binds to 127.0.0.1):
 
 - ``GET /_sim/health`` -> ``{"status": "ok", "uptime_s", "models": [...]}``
 - ``GET /_sim/stats`` -> ``{"total", "streaming", "by_model", "by_endpoint", "by_fault",
   "streams"}``; ``streams``: ``{"open", "started", "completed", "cancelled", "dropped"}`` (streamed
   answers being sent now, and how the others ended: ``cancelled`` = the caller went away)
-- ``POST /_sim/reset`` -> clears stats, overrides, fault counters, prompt cache, request log
+- ``POST /_sim/reset`` -> clears stats, overrides, fault counters, every prompt cache (and
+  Gemini cached contents), the request log and the clock offset
+- ``GET /_sim/clock`` / ``POST /_sim/clock`` (body ``{"advance_s": N}``) -> the simulated
+  clock's offset; moving it forward expires caches and accrues cache storage at once
+- ``GET /_sim/cached_contents`` -> every Gemini cache (live or ended) with its tokens and
+  stored time (``token_hours``), plus totals, for checking a storage fee
 - ``GET /_sim/models`` / ``GET /_sim/models/{model}`` -> effective behaviour and its source
 - ``PUT /_sim/models/{model}`` (body: a ``models`` entry) -> runtime override
 - ``DELETE /_sim/models/{model}`` -> drop the override
@@ -25,7 +33,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import anthropic_api, gemini_api, openai_api
+from . import anthropic_api, gemini_api, gemini_cache_api, openai_api, responses_api
 from .runtime import SimState, json_response, parse_json_object
 from .settings import ModelBehaviour, SimSettings, describe_validation_error
 
@@ -107,6 +115,20 @@ def create_app(settings: SimSettings) -> FastAPI:
         removed = state.drop_override(model)
         return json_response({**_describe(state, model), "removed": removed})
 
+    async def clock() -> Response:
+        return json_response({"offset_s": state.clock.offset_s, "now": state.clock.wall()})
+
+    async def advance_clock(request: Request) -> Response:
+        body = parse_json_object(await request.body())
+        seconds = body.get("advance_s") if body is not None else None
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
+            return _admin_error(400, 'body must be {"advance_s": <seconds, >= 0>}')
+        state.clock.advance(float(seconds))
+        return await clock()
+
+    async def cached_contents() -> Response:
+        return json_response(state.cached_contents.storage(state.clock.wall()))
+
     async def requests(request: Request) -> Response:
         model = request.query_params.get("model") or None
         raw_limit = request.query_params.get("limit", "20")
@@ -124,8 +146,14 @@ def create_app(settings: SimSettings) -> FastAPI:
     app.add_api_route("/_sim/models/{model}", put_model, methods=["PUT"])
     app.add_api_route("/_sim/models/{model}", delete_model, methods=["DELETE"])
     app.add_api_route("/_sim/requests", requests, methods=["GET"])
+    app.add_api_route("/_sim/clock", clock, methods=["GET"])
+    app.add_api_route("/_sim/clock", advance_clock, methods=["POST"])
+    app.add_api_route("/_sim/cached_contents", cached_contents, methods=["GET"])
 
+    # before the OpenAI router: its GET /models/{model} would take .../models/X:cachedContents
+    app.include_router(gemini_cache_api.build_router(state))
     app.include_router(openai_api.build_router(state))
+    app.include_router(responses_api.build_router(state))
     app.include_router(anthropic_api.build_router(state))
     app.include_router(gemini_api.build_router(state))
     return app

@@ -6,6 +6,14 @@ snake_case spelling of request fields (LiteLLM sends ``system_instruction``,
 ``function_declarations``, ``max_output_tokens``). The key comes from the ``key`` query
 parameter or the ``x-goog-api-key`` header. Errors use ``{"error": {"code", "message",
 "status"}}``.
+
+Structured output: ``generationConfig.responseMimeType: application/json`` answers a JSON
+object, valid for ``responseSchema`` / ``responseJsonSchema`` when one is given.
+
+Caching: a request naming ``cachedContent`` (see ``gemini_cache_api``) is answered over the
+cache's contents plus its own; ``usageMetadata.promptTokenCount`` includes the cache and
+``cachedContentTokenCount`` / ``cacheTokensDetails`` report it. Without one, implicit caching
+works like OpenAI's automatic prefix caching (``cachedContentTokenCount`` only).
 """
 
 from __future__ import annotations
@@ -19,6 +27,8 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
+from .auto_cache import Prompt, build_prompt
+from .cached_contents import CachedContent
 from .faults import FaultHeaderError
 from .runtime import (
     Event,
@@ -33,10 +43,9 @@ from .runtime import (
     sse_response,
     wire_allowed,
 )
+from .schema_values import TEXT, OutputFormat, OutputKind, arguments_for_schema, render_answer
 from .settings import WireFormat
 from .text import (
-    MESSAGE_OVERHEAD_TOKENS,
-    arguments_for_schema,
     estimate_tokens,
     generate_answer,
     split_chunks,
@@ -80,9 +89,14 @@ def gemini_error(
     return json_response({"error": error}, status, headers)
 
 
-def _get(data: Mapping[str, Any], camel: str, snake: str) -> Any:
+def get_field(data: Mapping[str, Any], camel: str, snake: str) -> Any:
     value = data.get(camel)
     return data.get(snake) if value is None else value
+
+
+def api_key_of(request: Request) -> str | None:
+    """The ``key`` query parameter or the ``x-goog-api-key`` header."""
+    return request.query_params.get("key") or request.headers.get("x-goog-api-key")
 
 
 def part_text(part: Any) -> str:
@@ -91,35 +105,54 @@ def part_text(part: Any) -> str:
     text = part.get("text")
     if isinstance(text, str):
         return text
-    call = _get(part, "functionCall", "function_call")
+    call = get_field(part, "functionCall", "function_call")
     if isinstance(call, dict):
         return f"[call {call.get('name')} {json.dumps(call.get('args', {}), sort_keys=True)}]"
-    result = _get(part, "functionResponse", "function_response")
+    result = get_field(part, "functionResponse", "function_response")
     if isinstance(result, dict):
         return f"[result {result.get('name')} {json.dumps(result.get('response'), sort_keys=True)}]"
     return "[part]"
 
 
-def prompt_of(body: Mapping[str, Any]) -> tuple[str, int]:
-    """(prompt text used for hashing, prompt token estimate)."""
-    lines: list[str] = []
-    tokens = 0
-    system = _get(body, "systemInstruction", "system_instruction")
+def prompt_of(body: Mapping[str, Any]) -> Prompt:
+    """The prompt of a generateContent (or cachedContents) body: function declarations,
+    system instruction, then the contents."""
+    turns: list[tuple[str, str]] = []
+    system = get_field(body, "systemInstruction", "system_instruction")
     if isinstance(system, dict) and isinstance(system.get("parts"), list):
-        text = "\n".join(part_text(p) for p in system["parts"])
-        lines.append(f"system: {text}")
-        tokens += MESSAGE_OVERHEAD_TOKENS + estimate_tokens(text)
+        turns.append(("system", "\n".join(part_text(p) for p in system["parts"])))
     for content in body.get("contents") or ():
         if not isinstance(content, dict):
             continue
         parts = content.get("parts")
         text = "\n".join(part_text(p) for p in parts) if isinstance(parts, list) else ""
-        lines.append(f"{content.get('role', 'user')}: {text}")
-        tokens += MESSAGE_OVERHEAD_TOKENS + estimate_tokens(text)
-    declarations = function_declarations(body)
-    if declarations:
-        tokens += estimate_tokens(json.dumps(declarations, separators=(",", ":")))
-    return "\n".join(lines), tokens
+        turns.append((str(content.get("role", "user")), text))
+    return build_prompt(turns, function_declarations(body) or None)
+
+
+def output_format(body: Mapping[str, Any]) -> OutputFormat:
+    """``generationConfig`` structured output: ``responseMimeType`` ``application/json`` with
+    ``responseSchema`` (OpenAPI subset) or ``responseJsonSchema`` (JSON Schema), the newer
+    ``responseFormat.text``, or ``text/x.enum`` with an enum schema."""
+    config = get_field(body, "generationConfig", "generation_config")
+    if not isinstance(config, dict):
+        return TEXT
+    mime = get_field(config, "responseMimeType", "response_mime_type")
+    schema = get_field(config, "responseJsonSchema", "response_json_schema")
+    if schema is None:
+        schema = get_field(config, "responseSchema", "response_schema")
+    response_format = get_field(config, "responseFormat", "response_format")
+    text_format = response_format.get("text") if isinstance(response_format, dict) else None
+    if isinstance(text_format, dict):
+        mime = "application/json" if text_format.get("mimeType") == "APPLICATION_JSON" else mime
+        schema = text_format.get("schema", schema)
+    if mime == "application/json":
+        if isinstance(schema, dict):
+            return OutputFormat(OutputKind.JSON_SCHEMA, schema)
+        return OutputFormat(OutputKind.JSON_OBJECT)
+    if mime == "text/x.enum" and isinstance(schema, dict):
+        return OutputFormat(OutputKind.ENUM, schema)
+    return TEXT
 
 
 def function_declarations(body: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -127,7 +160,7 @@ def function_declarations(body: Mapping[str, Any]) -> list[dict[str, Any]]:
     tools = body.get("tools")
     for tool in tools if isinstance(tools, list) else ():
         if isinstance(tool, dict):
-            declared = _get(tool, "functionDeclarations", "function_declarations")
+            declared = get_field(tool, "functionDeclarations", "function_declarations")
             if isinstance(declared, list):
                 found.extend(d for d in declared if isinstance(d, dict) and "name" in d)
     return found
@@ -142,9 +175,9 @@ def chosen_function(body: Mapping[str, Any]) -> tuple[str, Any] | None:
     declarations = function_declarations(body)
     if not declarations:
         return None
-    config = _get(body, "toolConfig", "tool_config")
+    config = get_field(body, "toolConfig", "tool_config")
     calling = (
-        _get(config, "functionCallingConfig", "function_calling_config")
+        get_field(config, "functionCallingConfig", "function_calling_config")
         if isinstance(config, dict)
         else None
     )
@@ -153,7 +186,7 @@ def chosen_function(body: Mapping[str, Any]) -> tuple[str, Any] | None:
         return None
     if mode == "ANY":
         allowed = (
-            _get(calling, "allowedFunctionNames", "allowed_function_names")
+            get_field(calling, "allowedFunctionNames", "allowed_function_names")
             if isinstance(calling, dict)
             else None
         )
@@ -166,7 +199,8 @@ def chosen_function(body: Mapping[str, Any]) -> tuple[str, Any] | None:
         last = contents[-1] if isinstance(contents, list) and contents else None
         parts = last.get("parts") if isinstance(last, dict) else None
         if isinstance(parts, list) and any(
-            isinstance(p, dict) and _get(p, "functionResponse", "function_response") is not None
+            isinstance(p, dict)
+            and get_field(p, "functionResponse", "function_response") is not None
             for p in parts
         ):
             return None
@@ -176,15 +210,15 @@ def chosen_function(body: Mapping[str, Any]) -> tuple[str, Any] | None:
 def _parameters(declaration: Mapping[str, Any]) -> Any:
     params = declaration.get("parameters")
     if params is None:
-        params = _get(declaration, "parametersJsonSchema", "parameters_json_schema")
+        params = get_field(declaration, "parametersJsonSchema", "parameters_json_schema")
     return params
 
 
 def max_output_tokens(body: Mapping[str, Any]) -> tuple[int | None, str | None]:
-    config = _get(body, "generationConfig", "generation_config")
+    config = get_field(body, "generationConfig", "generation_config")
     if not isinstance(config, dict):
         return None, None
-    value = _get(config, "maxOutputTokens", "max_output_tokens")
+    value = get_field(config, "maxOutputTokens", "max_output_tokens")
     if value is None:
         return None, None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -208,6 +242,42 @@ def _validate(body: Mapping[str, Any]) -> str | None:
 # ---------------------------------------------------------------------------------- routes
 
 
+CACHE_NOT_FOUND = "CachedContent not found (or permission denied)"
+CACHE_CONFLICT = (
+    "CachedContent can not be used with GenerateContent request setting system_instruction, "
+    "tools or tool_config.\n\nProposed fix: move those values to CachedContent from "
+    "GenerateContent request."
+)
+
+
+def resolve_cached_content(
+    state: SimState, body: Mapping[str, Any], model: str
+) -> tuple[CachedContent | None, Response | None]:
+    """The live cache a request names in ``cachedContent`` (or none), or Google's error."""
+    name = get_field(body, "cachedContent", "cached_content")
+    if name is None:
+        return None, None
+    cache = state.cached_contents.get(name, state.clock.wall()) if isinstance(name, str) else None
+    if cache is None:
+        return None, gemini_error(403, CACHE_NOT_FOUND)
+    if cache.model != model:
+        return None, gemini_error(
+            400,
+            f"Model used by GenerateContent request (models/{model}) and CachedContent "
+            f"(models/{cache.model}) has to be the same.",
+        )
+    if any(
+        get_field(body, camel, snake) is not None
+        for camel, snake in (
+            ("systemInstruction", "system_instruction"),
+            ("tools", "tools"),
+            ("toolConfig", "tool_config"),
+        )
+    ):
+        return None, gemini_error(400, CACHE_CONFLICT)
+    return cache, None
+
+
 def build_router(state: SimState) -> APIRouter:
     router = APIRouter()
 
@@ -221,8 +291,7 @@ def build_router(state: SimState) -> APIRouter:
         body = parse_json_object(await request.body())
         endpoint = "gemini.stream_generate_content" if stream else "gemini.generate_content"
         state.record(endpoint, model, request, body, stream)
-        key = request.query_params.get("key") or request.headers.get("x-goog-api-key")
-        if not state.api_key_ok(key):
+        if not state.api_key_ok(api_key_of(request)):
             return gemini_error(401, "API key not valid. Please pass a valid API key.")
         if body is None:
             return gemini_error(400, "Invalid JSON payload received.")
@@ -234,6 +303,9 @@ def build_router(state: SimState) -> APIRouter:
             return gemini_error(400, problem)
         if not wire_allowed(state.behaviour(model), WIRE):
             return gemini_error(404, f"models/{model} is not found (not a Gemini model).")
+        cache, refusal = resolve_cached_content(state, body, model)
+        if refusal is not None:
+            return refusal
         try:
             plan = state.plan(model, request.headers)
         except FaultHeaderError as exc:
@@ -248,19 +320,51 @@ def build_router(state: SimState) -> APIRouter:
                 retry_after_headers(plan.fault, with_ms=False),
                 retry,
             )
-        return await _answer(plan, request, body, limit, stream)
+        return await _answer(state, plan, request, body, limit, stream, cache)
 
     router.add_api_route("/models/{model_action}", generate, methods=["POST"])
     router.add_api_route("/{prefix:path}/models/{model_action}", generate, methods=["POST"])
     return router
 
 
+def usage_metadata(
+    prompt_tokens: int, output_tokens: int, explicit: int, implicit: int
+) -> dict[str, Any]:
+    """Gemini usage: ``promptTokenCount`` includes cached tokens; ``cachedContentTokenCount``
+    says how many came from a cache (with ``cacheTokensDetails`` for an explicit cache)."""
+    usage: dict[str, Any] = {
+        "promptTokenCount": prompt_tokens,
+        "candidatesTokenCount": output_tokens,
+        "totalTokenCount": prompt_tokens + output_tokens,
+        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt_tokens}],
+    }
+    cached = explicit or implicit
+    if cached:
+        usage["cachedContentTokenCount"] = cached
+    if explicit:
+        usage["cacheTokensDetails"] = [{"modality": "TEXT", "tokenCount": explicit}]
+    return usage
+
+
 async def _answer(
-    plan: Plan, request: Request, body: dict[str, Any], limit: int | None, stream: bool
+    state: SimState,
+    plan: Plan,
+    request: Request,
+    body: dict[str, Any],
+    limit: int | None,
+    stream: bool,
+    cache: CachedContent | None,
 ) -> Response:
     model = plan.model
-    prompt, prompt_tokens = prompt_of(body)
-    function = chosen_function(body)
+    prompt = prompt_of(body)
+    if cache is not None:
+        text = cache.prompt + "\n" + prompt.text
+        prompt_tokens, explicit, implicit = cache.tokens + prompt.tokens, cache.tokens, 0
+        function = chosen_function({**body, **cache.tool_fields})
+    else:
+        text, prompt_tokens, explicit = prompt.text, prompt.tokens, 0
+        implicit = state.automatic_cache(plan, prompt.pieces)
+        function = chosen_function(body)
     response_id = uuid.uuid4().hex[:22]
     parts: list[dict[str, Any]]
     if function is not None:
@@ -273,16 +377,12 @@ async def _answer(
         finish = "STOP"
     else:
         words = plan.behaviour.answer_words
-        answer = generate_answer(model, prompt, words.min, words.max, limit)
-        parts = [{"text": answer.text}]
-        output_tokens = answer.tokens
+        answer = generate_answer(model, text, words.min, words.max, limit)
+        content = render_answer(output_format(body), answer.text)
+        parts = [{"text": content}]
+        output_tokens = estimate_tokens(content) if content != answer.text else answer.tokens
         finish = "MAX_TOKENS" if answer.truncated else "STOP"
-    usage = {
-        "promptTokenCount": prompt_tokens,
-        "candidatesTokenCount": output_tokens,
-        "totalTokenCount": prompt_tokens + output_tokens,
-        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt_tokens}],
-    }
+    usage = usage_metadata(prompt_tokens, output_tokens, explicit, implicit)
 
     def response(chunk_parts: list[dict[str, Any]], finish_reason: str | None) -> dict[str, Any]:
         candidate: dict[str, Any] = {"content": {"parts": chunk_parts, "role": "model"}, "index": 0}

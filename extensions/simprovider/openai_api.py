@@ -2,20 +2,23 @@
 
 The same routes are also served without the ``/v1`` prefix, so ``api_base`` may be given
 either way. Errors use OpenAI's ``{"error": {"message", "type", "param", "code"}}`` shape.
+Prompts of ``cache_min_tokens`` or more are cached automatically (``auto_cache``) and
+usage reports the cached part as ``prompt_tokens_details.cached_tokens``. The Responses
+API (``responses_api``) shares the prompt, tool and output-format logic defined here.
 """
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
+from .auto_cache import Prompt, build_prompt
 from .faults import FaultHeaderError
 from .runtime import (
     UNKNOWN_MODEL,
@@ -31,10 +34,9 @@ from .runtime import (
     sse_response,
     wire_allowed,
 )
+from .schema_values import TEXT, OutputFormat, OutputKind, arguments_json, render_answer
 from .settings import WireFormat
 from .text import (
-    MESSAGE_OVERHEAD_TOKENS,
-    arguments_json,
     embedding_vector,
     encode_base64_floats,
     estimate_tokens,
@@ -42,7 +44,6 @@ from .text import (
     short_id,
     split_chunks,
     split_fixed,
-    value_for_schema,
 )
 
 WIRE = WireFormat.OPENAI
@@ -112,59 +113,60 @@ def message_text(message: Mapping[str, Any]) -> str:
     return text
 
 
-def prompt_of(messages: list[Any], tools: Any) -> tuple[str, int]:
-    """(prompt text used for hashing, prompt token estimate)."""
-    lines: list[str] = []
-    tokens = 0
-    for message in messages:
-        if not isinstance(message, dict):
-            continue
-        text = message_text(message)
-        lines.append(f"{message.get('role')}: {text}")
-        tokens += MESSAGE_OVERHEAD_TOKENS + estimate_tokens(text)
-    if tools:
-        tokens += estimate_tokens(json.dumps(tools, separators=(",", ":")))
-    return "\n".join(lines), tokens
+def prompt_of(messages: list[Any], tools: Any) -> Prompt:
+    """The prompt of a chat completions request."""
+    turns = [
+        (str(message.get("role")), message_text(message))
+        for message in messages
+        if isinstance(message, dict)
+    ]
+    return build_prompt(turns, tools)
+
+
+def choose_function(
+    functions: Sequence[tuple[str, Any]], choice: Any, wanted: str | None, after_result: bool
+) -> tuple[str, Any] | None:
+    """(name, parameters) of the function to call, or ``None`` to answer with text.
+
+    ``choice`` "none" -> text; a named function (``wanted``) -> that one; "required" -> the
+    first; "auto"/absent -> the first unless the last turn is a tool result.
+    """
+    if not functions or choice == "none":
+        return None
+    if wanted is not None:
+        for name, parameters in functions:
+            if name == wanted:
+                return name, parameters
+        return wanted, None
+    if choice != "required" and after_result:
+        return None
+    return functions[0]
 
 
 def chosen_tool(body: Mapping[str, Any]) -> tuple[str, Any] | None:
-    """(name, parameters schema) of the tool to call, or ``None`` to answer with text.
-
-    ``tool_choice`` "none" -> text; a named function -> that one; "required" -> the first
-    tool; "auto"/absent -> the first tool unless the last message is a tool result.
-    """
+    """The chat completions tool to call (see ``choose_function``)."""
     tools = body.get("tools")
-    if not isinstance(tools, list) or not tools:
+    if not isinstance(tools, list):
         return None
-    choice = body.get("tool_choice", "auto")
-    if choice == "none":
-        return None
-    functions: list[dict[str, Any]] = [
-        t["function"] for t in tools if isinstance(t, dict) and isinstance(t.get("function"), dict)
+    functions = [
+        (str(t["function"].get("name", "tool")), t["function"].get("parameters"))
+        for t in tools
+        if isinstance(t, dict) and isinstance(t.get("function"), dict)
     ]
-    if not functions:
-        return None
+    choice = body.get("tool_choice", "auto")
+    wanted: str | None = None
     if isinstance(choice, dict):
-        wanted = (
-            choice.get("function", {}).get("name")
-            if isinstance(choice.get("function"), dict)
-            else None
-        )
-        for function in functions:
-            if function.get("name") == wanted:
-                return str(wanted), function.get("parameters")
-        if isinstance(wanted, str):
-            return wanted, None
-    elif choice != "required":
-        messages = body.get("messages")
-        last = messages[-1] if isinstance(messages, list) and messages else None
-        if isinstance(last, dict) and last.get("role") in ("tool", "function"):
-            return None
-    first = functions[0]
-    return str(first.get("name", "tool")), first.get("parameters")
+        function = choice.get("function")
+        name = function.get("name") if isinstance(function, dict) else None
+        wanted = name if isinstance(name, str) else None
+    messages = body.get("messages")
+    last = messages[-1] if isinstance(messages, list) and messages else None
+    after_result = isinstance(last, dict) and last.get("role") in ("tool", "function")
+    return choose_function(functions, choice, wanted, after_result)
 
 
-def _positive_int(body: Mapping[str, Any], *names: str) -> tuple[int | None, str | None]:
+def positive_int(body: Mapping[str, Any], *names: str) -> tuple[int | None, str | None]:
+    """The first of ``names`` that is set, which must be a positive integer."""
     for name in names:
         value = body.get(name)
         if value is None:
@@ -175,17 +177,18 @@ def _positive_int(body: Mapping[str, Any], *names: str) -> tuple[int | None, str
     return None, None
 
 
-def _structured_content(body: Mapping[str, Any], text: str) -> str:
+def chat_output_format(body: Mapping[str, Any]) -> OutputFormat:
+    """``response_format`` of a chat completions request."""
     fmt = body.get("response_format")
     if not isinstance(fmt, dict):
-        return text
+        return TEXT
     if fmt.get("type") == "json_object":
-        return json.dumps({"answer": text})
+        return OutputFormat(OutputKind.JSON_OBJECT)
     if fmt.get("type") == "json_schema":
         spec = fmt.get("json_schema")
         schema = spec.get("schema") if isinstance(spec, dict) else None
-        return json.dumps(value_for_schema(schema or {"type": "object"}))
-    return text
+        return OutputFormat(OutputKind.JSON_SCHEMA, schema)
+    return TEXT
 
 
 # ---------------------------------------------------------------------------------- routes
@@ -209,7 +212,7 @@ def build_router(state: SimState) -> APIRouter:
             return openai_error(400, "you must provide a model parameter")
         if not isinstance(messages, list) or not messages:
             return openai_error(400, "'messages' must be a non-empty array")
-        max_tokens, problem = _positive_int(body, "max_completion_tokens", "max_tokens")
+        max_tokens, problem = positive_int(body, "max_completion_tokens", "max_tokens")
         if problem is not None:
             return openai_error(400, problem)
         if not wire_allowed(state.behaviour(model), WIRE):
@@ -222,7 +225,9 @@ def build_router(state: SimState) -> APIRouter:
         if status is not None:
             return fault_error(plan, status)
 
-        prompt, prompt_tokens = prompt_of(messages, body.get("tools"))
+        prompt = prompt_of(messages, body.get("tools"))
+        prompt_tokens = prompt.tokens
+        cached = state.automatic_cache(plan, prompt.pieces)
         tool = chosen_tool(body)
         created = int(time.time())
         response_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
@@ -230,14 +235,14 @@ def build_router(state: SimState) -> APIRouter:
             "prompt_tokens": prompt_tokens,
             "completion_tokens": 0,
             "total_tokens": prompt_tokens,
-            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
             "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
         }
         message: dict[str, Any]
         if tool is not None:
             name, schema = tool
             arguments = arguments_json(schema)
-            call_id = "call_" + short_id("openai-call", model, prompt, name)
+            call_id = "call_" + short_id("openai-call", model, prompt.text, name)
             completion_tokens = estimate_tokens(name) + estimate_tokens(arguments)
             finish = "tool_calls"
             message = {
@@ -254,8 +259,8 @@ def build_router(state: SimState) -> APIRouter:
             }
         else:
             words = plan.behaviour.answer_words
-            answer = generate_answer(model, prompt, words.min, words.max, max_tokens)
-            content = _structured_content(body, answer.text)
+            answer = generate_answer(model, prompt.text, words.min, words.max, max_tokens)
+            content = render_answer(chat_output_format(body), answer.text)
             completion_tokens = (
                 estimate_tokens(content) if content != answer.text else answer.tokens
             )

@@ -1,7 +1,8 @@
 """Per-app runtime state and the request pipeline shared by the three wire formats.
 
 ``SimState`` holds everything that changes while the app runs (overrides, fault counters,
-prompt-cache memory, stats, recent request bodies). Each wire-format module uses
+the prompt caches and Gemini cached contents, the simulated clock, stats, recent request
+bodies). Each wire-format module uses
 ``SimState.plan`` to decide latency and faults, ``admit`` to apply error/timeout faults,
 and ``paced_events`` / ``DropResponse`` to emit (or cut) the answer.
 """
@@ -23,6 +24,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from .auto_cache import AutoPrefixCache, Piece, prefix_hashes
+from .cached_contents import CachedContentStore
 from .faults import FaultBook, error_status, fault_from_headers, header_number
 from .prompt_cache import PromptCache
 from .settings import FaultKind, FaultRule, ModelBehaviour, SimSettings, WireFormat
@@ -123,13 +126,33 @@ class Stats:
         }
 
 
+class SimClock:
+    """Real time plus an offset that ``POST /_sim/clock`` moves forward, so tests can let
+    caches expire (and storage accumulate) without waiting."""
+
+    def __init__(self) -> None:
+        self.offset_s = 0.0
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.offset_s
+
+    def wall(self) -> float:
+        return time.time() + self.offset_s
+
+    def advance(self, seconds: float) -> None:
+        self.offset_s += seconds
+
+
 class SimState:
     """Mutable state of one simulator app."""
 
     def __init__(self, settings: SimSettings) -> None:
         self.settings = settings
+        self.clock = SimClock()
         self.faults = FaultBook(settings.seed)
         self.prompt_cache = PromptCache()
+        self.auto_cache = AutoPrefixCache()
+        self.cached_contents = CachedContentStore()
         self.stats = Stats()
         self.overrides: dict[str, ModelBehaviour] = {}
         self._resolved: dict[str, ModelBehaviour] = {}
@@ -165,12 +188,16 @@ class SimState:
         return existed
 
     def reset(self) -> None:
-        """Clear stats, overrides, fault counters, prompt-cache memory and request log."""
+        """Clear stats, overrides, fault counters, every prompt cache (and Gemini cached
+        contents with their storage record), the request log and the clock offset."""
         self.stats = Stats()
         self.overrides.clear()
         self._resolved.clear()
         self.faults.reset()
         self.prompt_cache.clear()
+        self.auto_cache.clear()
+        self.cached_contents.clear()
+        self.clock = SimClock()
         self._log.clear()
 
     def known_models(self) -> list[str]:
@@ -228,6 +255,22 @@ class SimState:
         else:
             entries = sorted((e for log in self._log.values() for e in log), key=lambda e: e["seq"])
         return entries[-limit:] if limit > 0 else []
+
+    def automatic_cache(self, plan: Plan, pieces: Sequence[Piece]) -> int:
+        """Cached tokens of an OpenAI-style automatically cached prompt (also Gemini implicit
+        caching): 0 when the model's ``cache_automatic`` is off or the prompt is shorter than
+        ``cache_min_tokens``; remembers the prompt's prefixes either way."""
+        behaviour = plan.behaviour
+        if not behaviour.cache_automatic:
+            return 0
+        if sum(p.tokens for p in pieces) < max(1, behaviour.cache_min_tokens):
+            return 0
+        prefixes = prefix_hashes(
+            pieces, behaviour.cache_min_tokens, behaviour.cache_increment_tokens
+        )
+        return self.auto_cache.lookup(
+            plan.model, prefixes, behaviour.cache_ttl_s, self.clock.monotonic()
+        )
 
     def plan(self, model: str, headers: Headers | Mapping[str, str]) -> Plan:
         """Latency and fault for this request. Raises ``FaultHeaderError`` on bad headers."""

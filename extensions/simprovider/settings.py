@@ -76,8 +76,15 @@ class ModelBehaviour(BaseModel):
     tokens_per_second: float = Field(default=200.0, gt=0.0, le=1_000_000.0)
     answer_words: WordRange = WordRange()
     embedding_dim: int = Field(default=256, ge=1, le=8192)
+    # prompt caching (see docs/simulator.md): the minimum cacheable prefix for every provider
     cache_min_tokens: int = Field(default=1024, ge=0, le=1_000_000)
+    # Anthropic default TTL; retention of OpenAI automatic and Gemini implicit prefixes
     cache_ttl_s: float = Field(default=300.0, gt=0.0, le=86400.0)
+    # OpenAI automatic / Gemini implicit caching on or off, and its prefix step
+    cache_automatic: bool = True
+    cache_increment_tokens: int = Field(default=128, ge=1, le=1_000_000)
+    # Gemini cachedContents created without ttl / expireTime live this long
+    cached_content_ttl_s: float = Field(default=3600.0, gt=0.0, le=31_536_000.0)
     faults: tuple[FaultRule, ...] = ()
 
 

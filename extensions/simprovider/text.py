@@ -1,4 +1,4 @@
-"""Deterministic answers, token estimates, tool arguments and embeddings (pure logic).
+"""Deterministic answers, token estimates and embeddings (pure logic).
 
 Token rule (used for prompts and completions alike): a text costs ``ceil(len(text) / 4)``
 tokens (0 for the empty string); each chat message / content turn adds
@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import math
 import random
 import re
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 MESSAGE_OVERHEAD_TOKENS = 4
 CHARS_PER_TOKEN = 4
@@ -84,74 +82,6 @@ def split_fixed(text: str, size: int) -> list[str]:
 def short_id(*parts: str, length: int = 24) -> str:
     """Deterministic hex id from the parts."""
     return digest(*parts).hex()[:length]
-
-
-# ---------------------------------------------------------------------------- tool arguments
-
-
-def _schema_type(schema: Mapping[str, Any]) -> str | None:
-    raw = schema.get("type")
-    if isinstance(raw, list):
-        non_null = [t for t in raw if isinstance(t, str) and t.lower() != "null"]
-        raw = non_null[0] if non_null else (raw[0] if raw else None)
-    return raw.lower() if isinstance(raw, str) else None
-
-
-def value_for_schema(schema: Any, depth: int = 0) -> Any:
-    """A deterministic value valid for a (simple) JSON schema.
-
-    ``enum`` -> first value, ``const`` -> it, string -> "sim", number/integer -> 1,
-    boolean -> true, array -> one item, object -> required properties, null -> null.
-    ``anyOf``/``oneOf`` use their first alternative. Unknown schemas give "sim".
-    """
-    if not isinstance(schema, Mapping) or depth > 8:
-        return "sim"
-    enum = schema.get("enum")
-    if isinstance(enum, list) and enum:
-        return enum[0]
-    if "const" in schema:
-        return schema["const"]
-    for key in ("anyOf", "oneOf", "any_of"):
-        options = schema.get(key)
-        if isinstance(options, list) and options:
-            non_null = [
-                o for o in options if not (isinstance(o, Mapping) and o.get("type") == "null")
-            ]
-            return value_for_schema((non_null or options)[0], depth + 1)
-    kind = _schema_type(schema)
-    if kind == "string":
-        return "sim"
-    if kind in ("number", "integer"):
-        return 1
-    if kind == "boolean":
-        return True
-    if kind == "null":
-        return None
-    if kind == "array":
-        return [value_for_schema(schema.get("items", {}), depth + 1)]
-    if kind == "object" or "properties" in schema:
-        return arguments_for_schema(schema, depth + 1)
-    return "sim"
-
-
-def arguments_for_schema(schema: Any, depth: int = 0) -> dict[str, Any]:
-    """Arguments object for a tool's parameter schema: one value per required property."""
-    if not isinstance(schema, Mapping):
-        return {}
-    properties = schema.get("properties")
-    required = schema.get("required")
-    if not isinstance(properties, Mapping) or not isinstance(required, list):
-        return {}
-    return {
-        name: value_for_schema(properties.get(name, {}), depth)
-        for name in required
-        if isinstance(name, str)
-    }
-
-
-def arguments_json(schema: Any) -> str:
-    """``arguments_for_schema`` serialised compactly (what goes on the wire)."""
-    return json.dumps(arguments_for_schema(schema), separators=(",", ":"))
 
 
 # -------------------------------------------------------------------------------- embeddings

@@ -11,24 +11,20 @@ import importlib
 import json
 import math
 import os
-import socket
 import struct
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import httpx
 import pytest
+from openai.types.responses import FunctionToolParam
 
 from extensions.simprovider.text import MESSAGE_OVERHEAD_TOKENS, estimate_tokens
+from tests.integration.simprovider_process import running_simulator
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 KEY = "sim-key"
 SIM_CONFIG = f"""
 seed: 11
@@ -64,46 +60,11 @@ QUESTION_TOKENS = MESSAGE_OVERHEAD_TOKENS + estimate_tokens(QUESTION[0]["content
 NO_RETRIES: dict[str, Any] = {"num_retries": 0, "max_retries": 0}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def sim_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Start ``python -m extensions.simprovider`` on a free port; yield its base URL."""
-    config = tmp_path_factory.mktemp("sim") / "simprovider.yaml"
-    config.write_text(SIM_CONFIG)
-    port = _free_port()
-    process = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "extensions.simprovider", "--config", str(config)),
-            *("--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"),
-        ],
-        cwd=REPO,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/_sim/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"simulated provider did not start (rc={process.poll()})")
-            time.sleep(0.1)
+    with running_simulator(SIM_CONFIG, tmp_path_factory.mktemp("sim")) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -420,3 +381,140 @@ async def test_api_base_variants(
     )
     name = model.split("/")[1]
     assert response.choices[0].message.content.startswith(f"Simulated reply from {name}")
+
+
+# ------------------------------------------------------------------------- Responses API
+
+RESPONSES_TOOL: FunctionToolParam = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "Weather for a city",
+    "parameters": WEATHER_TOOL["function"]["parameters"],  # type: ignore[index]
+    "strict": False,
+}
+
+
+async def test_responses_api_through_the_openai_sdk(sim_url: str, sim: httpx.AsyncClient) -> None:
+    import openai
+    from pydantic import BaseModel
+
+    class Weather(BaseModel):
+        city: str
+        days: int
+
+    async with openai.AsyncOpenAI(base_url=f"{sim_url}/v1", api_key=KEY, max_retries=0) as sdk:
+        plain = await sdk.responses.create(
+            model="sim-gpt-a", input="What is the capital of France?", instructions="be brief"
+        )
+        assert plain.status == "completed"
+        assert plain.output_text.startswith("Simulated reply from sim-gpt-a: ")
+        assert plain.usage is not None
+        assert plain.usage.output_tokens == estimate_tokens(plain.output_text)
+
+        stream = await sdk.responses.create(
+            model="sim-gpt-a", input="What is the capital of France?", stream=True
+        )
+        kinds = [event.type async for event in stream]
+        assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+
+        async with sdk.responses.stream(
+            model="sim-gpt-a", input="weather?", tools=[RESPONSES_TOOL]
+        ) as events:
+            final = await events.get_final_response()
+        call = final.output[0]
+        assert call.type == "function_call" and json.loads(call.arguments) == EXPECTED_ARGS
+
+        parsed = await sdk.responses.parse(model="sim-gpt-a", input="x", text_format=Weather)
+        assert parsed.output_parsed == Weather(city="sim", days=1)
+
+    stats = (await sim.get("/_sim/stats")).json()
+    assert stats["by_endpoint"] == {"openai.responses": 4} and stats["streaming"] == 2
+
+
+async def test_responses_api_through_litellm(
+    litellm: ModuleType, sim_url: str, sim: httpx.AsyncClient
+) -> None:
+    common: dict[str, Any] = {"api_base": f"{sim_url}/v1", "api_key": KEY, **NO_RETRIES}
+    plain = await litellm.aresponses(model="openai/sim-gpt-a", input="hello there", **common)
+    text = plain.output[0].content[0].text
+    assert text.startswith("Simulated reply from sim-gpt-a: ")
+    assert plain.usage.input_tokens == MESSAGE_OVERHEAD_TOKENS + estimate_tokens("hello there")
+    assert plain.usage.output_tokens == estimate_tokens(text)
+
+    stream = await litellm.aresponses(
+        model="openai/sim-gpt-a", input="hello there", stream=True, **common
+    )
+    events = [event async for event in stream]
+    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert deltas == text
+    assert events[-1].type == "response.completed"
+    assert events[-1].response.usage.output_tokens == plain.usage.output_tokens
+
+    called = await litellm.aresponses(
+        model="openai/sim-gpt-a", input="weather?", tools=[RESPONSES_TOOL], **common
+    )
+    assert json.loads(called.output[0].arguments) == EXPECTED_ARGS
+    streamed = await litellm.aresponses(
+        model="openai/sim-gpt-a", input="weather?", tools=[RESPONSES_TOOL], stream=True, **common
+    )
+    done = [e async for e in streamed if e.type == "response.function_call_arguments.done"]
+    assert json.loads(done[0].arguments) == EXPECTED_ARGS
+
+
+# ------------------------------------------------------------- Gemini structured output
+
+WEATHER_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string"},
+        "temperature": {"type": "number"},
+        "tags": {"type": "array", "items": {"type": "string", "enum": ["warm", "cold"]}},
+    },
+    "required": ["city", "temperature", "tags"],
+    "additionalProperties": False,
+}
+
+
+@pytest.fixture
+def gemini_schema_model(litellm: ModuleType) -> Iterator[str]:
+    """A sim Gemini model LiteLLM believes supports response_schema (what model_info's
+    ``supports_response_schema: true`` does in litellm.yaml); unregistered afterwards."""
+    key = "gemini/sim-gemini-schema"
+    litellm.register_model(
+        {key: {"litellm_provider": "gemini", "mode": "chat", "supports_response_schema": True}}
+    )
+    yield key
+    litellm.model_cost.pop(key, None)
+
+
+@pytest.mark.parametrize("kind", ["responseJsonSchema", "responseSchema"])
+async def test_gemini_structured_output_through_litellm(
+    litellm: ModuleType,
+    sim_url: str,
+    sim: httpx.AsyncClient,
+    gemini_schema_model: str,
+    kind: str,
+) -> None:
+    import jsonschema  # type: ignore[import-untyped]
+
+    # LiteLLM sends responseJsonSchema to gemini-2+ names, responseSchema (OpenAPI) otherwise
+    model = "gemini/gemini-2.5-flash" if kind == "responseJsonSchema" else gemini_schema_model
+    response = await litellm.acompletion(
+        model=model,
+        api_base=f"{sim_url}/v1beta",
+        api_key=KEY,
+        messages=QUESTION,
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "weather", "schema": WEATHER_SCHEMA, "strict": True},
+        },
+        **NO_RETRIES,
+    )
+    answer = json.loads(response.choices[0].message.content)
+    jsonschema.validate(answer, WEATHER_SCHEMA)
+    assert answer == {"city": "sim", "temperature": 1, "tags": ["warm"]}
+    sent = (await sim.get("/_sim/requests", params={"limit": 1})).json()["requests"][0]
+    config = sent["body"]["generationConfig"]
+    assert config["response_mime_type"] == "application/json"
+    snake = {"responseJsonSchema": "response_json_schema", "responseSchema": "response_schema"}
+    assert snake[kind] in config

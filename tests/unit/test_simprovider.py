@@ -12,13 +12,23 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonschema  # type: ignore[import-untyped]
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from starlette.requests import Request
 
 from extensions.simprovider.app import create_app
 from extensions.simprovider.faults import FaultBook, FaultHeaderError, fault_from_headers
 from extensions.simprovider.prompt_cache import CacheOutcome, PromptCache
 from extensions.simprovider.runtime import is_simulated_drop, sleep_unless_disconnected
+from extensions.simprovider.schema_values import (
+    TEXT,
+    OutputFormat,
+    OutputKind,
+    arguments_for_schema,
+    render_answer,
+)
 from extensions.simprovider.server import DropLogFilter, main
 from extensions.simprovider.settings import (
     FaultKind,
@@ -31,7 +41,6 @@ from extensions.simprovider.settings import (
 )
 from extensions.simprovider.text import (
     VOCABULARY,
-    arguments_for_schema,
     decode_base64_floats,
     embedding_vector,
     encode_base64_floats,
@@ -137,6 +146,8 @@ def test_bad_rate_names_file_and_yaml_path(tmp_path: Path) -> None:
         ("models:\n  m:\n    faults: [{kind: explode}]\n", "models.m.faults[0].kind"),
         ("models:\n  m:\n    answer_words: {min: 9, max: 2}\n", "models.m.answer_words"),
         ("defaults:\n  tokens_per_second: 0\n", "defaults.tokens_per_second"),
+        ("defaults:\n  cache_increment_tokens: 0\n", "defaults.cache_increment_tokens"),
+        ("models:\n  m:\n    cached_content_ttl_s: -1\n", "models.m.cached_content_ttl_s"),
         ("- just\n- a list\n", "expected a mapping"),
         ("models: {m: [unclosed\n", "not valid YAML"),
     ],
@@ -257,6 +268,64 @@ def test_arguments_from_schema() -> None:
         "inner": {"flag": True},
     }
     assert arguments_for_schema(None) == {}
+
+
+def test_structured_answers_fill_every_property_within_constraints() -> None:
+    schema = {
+        "$defs": {
+            "Day": {"type": "string", "format": "date"},
+            "Base": {"type": "object", "properties": {"id": {"type": "string", "minLength": 5}}},
+        },
+        "allOf": [{"$ref": "#/$defs/Base"}],
+        "type": "object",
+        "properties": {
+            "day": {"$ref": "#/$defs/Day"},
+            "score": {"type": "number", "exclusiveMinimum": 1, "maximum": 10},
+            "count": {"type": "integer", "minimum": 0.5},
+            "small": {"type": "integer", "maximum": 0},
+            "pair": {"type": "array", "items": {"type": "boolean"}, "minItems": 2},
+            "none": {"type": "array", "maxItems": 0},
+            "short": {"type": "string", "maxLength": 2},
+            "choice": {"anyOf": [{"type": "null"}, {"const": 7}]},
+        },
+        "required": ["day"],
+    }
+    fmt = OutputFormat(OutputKind.JSON_SCHEMA, schema)
+    answer = json.loads(render_answer(fmt, "text"))
+    assert answer == {
+        "day": "2025-01-01",
+        "score": 2,
+        "count": 1,
+        "small": 0,
+        "pair": [True, True],
+        "none": [],
+        "short": "si",
+        "choice": 7,
+        "id": "simsi",
+    }
+    jsonschema.validate(answer, schema)
+    assert json.loads(render_answer(OutputFormat(OutputKind.JSON_OBJECT), "t")) == {"answer": "t"}
+    assert render_answer(OutputFormat(OutputKind.ENUM, {"enum": ["x", "y"]}), "t") == "x"
+    assert render_answer(TEXT, "t") == "t"
+
+
+SCHEMA_KEYS = st.sampled_from(
+    ["type", "properties", "required", "items", "enum", "$ref", "allOf", "anyOf", "minimum",
+     "exclusiveMaximum", "minItems", "maxItems", "minLength", "format", "$defs", "const"]
+)  # fmt: skip
+SCHEMA_SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5)
+SCHEMA_LIKE = st.recursive(
+    SCHEMA_SCALARS | st.sampled_from(["object", "array", "string", "#/$defs/a", "#/"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(SCHEMA_KEYS, inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(schema=SCHEMA_LIKE)
+@settings(max_examples=300, deadline=None)
+def test_schema_values_never_raise(schema: Any) -> None:
+    json.loads(render_answer(OutputFormat(OutputKind.JSON_SCHEMA, schema), "t"))
+    assert isinstance(arguments_for_schema(schema), dict)
 
 
 def test_embeddings_unit_norm_deterministic_and_base64() -> None:
