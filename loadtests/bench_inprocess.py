@@ -56,11 +56,12 @@ def _stats(ms: list[float]) -> dict[str, float]:
 
 async def run(queries: int, entries: int, gateway_yaml: Path, litellm_yaml: Path) -> dict[str, Any]:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no cost-map download
+    from extensions.hooks.assembly import build_caching, build_routing
+
     from extensions.cache.keys import RequestKey
     from extensions.cache.service import Entry
     from extensions.config.loader import litellm_model_groups, load_gateway_config
     from extensions.embedding.encoder import sentence_encoder
-    from extensions.hooks.assembly import build_caching, build_routing
 
     started = time.perf_counter()
     config = load_gateway_config(gateway_yaml, litellm_model_groups(litellm_yaml), os.environ)

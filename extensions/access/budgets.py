@@ -123,13 +123,15 @@ class Budgets:
             if b.daily_usd is not None:
                 share = max(share, daily / b.daily_usd)
                 if daily >= b.daily_usd:
-                    return BudgetVerdict(False, b.subject, "daily", b.daily_usd, daily, day_end,
-                                         share)
+                    return BudgetVerdict(
+                        False, b.subject, "daily", b.daily_usd, daily, day_end, share
+                    )
             if b.monthly_usd is not None:
                 share = max(share, monthly / b.monthly_usd)
                 if monthly >= b.monthly_usd:
-                    return BudgetVerdict(False, b.subject, "monthly", b.monthly_usd, monthly,
-                                         month_end, share)
+                    return BudgetVerdict(
+                        False, b.subject, "monthly", b.monthly_usd, monthly, month_end, share
+                    )
         return BudgetVerdict(True, spent_share=share)
 
     async def remaining(self) -> dict[str, dict[str, Any]]:

@@ -31,8 +31,10 @@ def effective(key: Key, team: Team | None) -> Grant:
     """Key settings override team settings."""
     models = key.models if key.models is not None else (team.models if team else None)
     endpoints = key.endpoints if key.endpoints is not None else (team.endpoints if team else None)
-    return Grant(models=tuple(models) if models is not None else None,
-                 endpoints=frozenset(endpoints) if endpoints is not None else None)
+    return Grant(
+        models=tuple(models) if models is not None else None,
+        endpoints=frozenset(endpoints) if endpoints is not None else None,
+    )
 
 
 def grants(access: Access) -> dict[str, Grant]:

@@ -52,12 +52,24 @@ from extensions.server.routes import RouteTable
 
 REPO = Path(__file__).resolve().parents[2]
 MASTER = "sk-unit-master"
-KEYS = {"app": "sk-unit-app-key", "claude-only": "sk-unit-claude", "chat-only": "sk-unit-chat",
-        "limited": "sk-unit-limited", "budget": "sk-unit-budget"}  # fmt: skip
+KEYS = {
+    "app": "sk-unit-app-key",
+    "claude-only": "sk-unit-claude",
+    "chat-only": "sk-unit-chat",
+    "limited": "sk-unit-limited",
+    "budget": "sk-unit-budget",
+}
 LABELS = ("reset", "bill", "tech", "freeze", "ambig", "default", OOS_LABEL)
-KEYWORDS = {"password": "reset", "charged": "bill", "crash": "tech", "app": "tech",
-            "freeze my account": "freeze", "freeze": "ambig", "weather": OOS_LABEL,
-            "joke": OOS_LABEL}  # fmt: skip
+KEYWORDS = {
+    "password": "reset",
+    "charged": "bill",
+    "crash": "tech",
+    "app": "tech",
+    "freeze my account": "freeze",
+    "freeze": "ambig",
+    "weather": OOS_LABEL,
+    "joke": OOS_LABEL,
+}
 BOW_DIM = 64
 
 ROUTER = {
@@ -65,20 +77,43 @@ ROUTER = {
     "default": {"model": "gpt-sim", "examples": ["a", "b"]},
     "out_of_scope": {"responses": ["Sorry, only Acme questions."], "examples": ["x", "y"]},
     "intents": [
-        {"name": "reset", "description": "reset your password", "examples": ["x"],
-         "action": "respond", "respond": {"text": "Reset it at {url}.",
-                                          "variables": {"url": "https://r.example"}}},
-        {"name": "bill", "description": "fix a charge", "examples": ["x"],
-         "action": "handoff", "handoff": {"queue": "billing", "message": "An operator will help.",
-                                          "sink": "log"}},
-        {"name": "tech", "description": "fix a problem with the app", "examples": ["x"],
-         "action": "route", "route": {"model": "claude-sim", "system_prompt": "be technical"}},
-        {"name": "freeze", "description": "freeze your account", "examples": ["x"],
-         "action": "respond", "respond": {"text": "Frozen."}},
-        {"name": "ambig", "description": "freeze", "examples": ["x"], "action": "clarify",
-         "clarify": {"between": ["freeze", "tech"]}},
+        {
+            "name": "reset",
+            "description": "reset your password",
+            "examples": ["x"],
+            "action": "respond",
+            "respond": {"text": "Reset it at {url}.", "variables": {"url": "https://r.example"}},
+        },
+        {
+            "name": "bill",
+            "description": "fix a charge",
+            "examples": ["x"],
+            "action": "handoff",
+            "handoff": {"queue": "billing", "message": "An operator will help.", "sink": "log"},
+        },
+        {
+            "name": "tech",
+            "description": "fix a problem with the app",
+            "examples": ["x"],
+            "action": "route",
+            "route": {"model": "claude-sim", "system_prompt": "be technical"},
+        },
+        {
+            "name": "freeze",
+            "description": "freeze your account",
+            "examples": ["x"],
+            "action": "respond",
+            "respond": {"text": "Frozen."},
+        },
+        {
+            "name": "ambig",
+            "description": "freeze",
+            "examples": ["x"],
+            "action": "clarify",
+            "clarify": {"between": ["freeze", "tech"]},
+        },
     ],
-}  # fmt: skip
+}
 
 
 def keyword_vectors(texts: list[str]) -> np.ndarray:
@@ -101,8 +136,12 @@ class RecordingObserver(Observer):
 
     def __init__(self, config: GatewayConfig) -> None:
         settings = config.observability
-        super().__init__(settings, RequestLog(settings.request_log.model_copy(
-            update={"stdout": False})), None, TimelineRecorder(MemoryTimeline()))  # fmt: skip
+        super().__init__(
+            settings,
+            RequestLog(settings.request_log.model_copy(update={"stdout": False})),
+            None,
+            TimelineRecorder(MemoryTimeline()),
+        )
         self.records: list[dict[str, Any]] = []
         self.upstream_errors: list[tuple[str | None, str]] = []
 
@@ -118,28 +157,43 @@ async def stub_litellm(scope: Any, receive: Any, send: Any) -> None:
     """Stands in for LiteLLM's app: answers 200 'litellm' to whatever reaches it."""
     if scope["type"] == "lifespan":
         return
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"text/plain")]})  # fmt: skip
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/plain")],
+        }
+    )
     await send({"type": "http.response.body", "body": b"litellm"})
 
 
 def access_section() -> dict[str, Any]:
     keys = [
         {"alias": "app", "owner": "o", "team": "support", "env": "UNIT_KEY_APP"},
-        {"alias": "claude-only", "owner": "o", "env": "UNIT_KEY_CLAUDE",
-         "models": ["claude-sim"]},
+        {"alias": "claude-only", "owner": "o", "env": "UNIT_KEY_CLAUDE", "models": ["claude-sim"]},
         {"alias": "chat-only", "owner": "o", "env": "UNIT_KEY_CHAT", "endpoints": ["chat"]},
-        {"alias": "limited", "owner": "o", "env": "UNIT_KEY_LIMITED", "max_parallel": 1,
-         "rpm": 1000},
+        {
+            "alias": "limited",
+            "owner": "o",
+            "env": "UNIT_KEY_LIMITED",
+            "max_parallel": 1,
+            "rpm": 1000,
+        },
         {"alias": "budget", "owner": "o", "env": "UNIT_KEY_BUDGET", "daily_budget_usd": 0.0025},
-    ]  # fmt: skip
-    return {"teams": {"support": {"models": ["support-bot", "gpt-sim*", "claude-sim",
-                                             "embed-sim"]}}, "keys": keys}  # fmt: skip
+    ]
+    return {
+        "teams": {"support": {"models": ["support-bot", "gpt-sim*", "claude-sim", "embed-sim"]}},
+        "keys": keys,
+    }
 
 
-ENVIRON = {"UNIT_KEY_APP": KEYS["app"], "UNIT_KEY_CLAUDE": KEYS["claude-only"],
-           "UNIT_KEY_CHAT": KEYS["chat-only"], "UNIT_KEY_LIMITED": KEYS["limited"],
-           "UNIT_KEY_BUDGET": KEYS["budget"]}  # fmt: skip
+ENVIRON = {
+    "UNIT_KEY_APP": KEYS["app"],
+    "UNIT_KEY_CLAUDE": KEYS["claude-only"],
+    "UNIT_KEY_CHAT": KEYS["chat-only"],
+    "UNIT_KEY_LIMITED": KEYS["limited"],
+    "UNIT_KEY_BUDGET": KEYS["budget"],
+}
 
 
 @dataclass
@@ -156,16 +210,19 @@ class FakeGateway:
     sinks: list[dict[str, Any]] = field(default_factory=list)
 
     def http(self) -> httpx2.AsyncClient:
-        return httpx2.AsyncClient(transport=httpx2.ASGITransport(app=self.front),
-                                  base_url="http://gateway", timeout=10)  # fmt: skip
+        return httpx2.AsyncClient(
+            transport=httpx2.ASGITransport(app=self.front), base_url="http://gateway", timeout=10
+        )
 
     def openai(self, key: str = MASTER) -> openai.AsyncOpenAI:
-        return openai.AsyncOpenAI(base_url="http://gateway/v1", api_key=key, max_retries=0,
-                                  http_client=self.http())  # fmt: skip
+        return openai.AsyncOpenAI(
+            base_url="http://gateway/v1", api_key=key, max_retries=0, http_client=self.http()
+        )
 
     def anthropic(self, key: str = MASTER) -> anthropic.AsyncAnthropic:
-        return anthropic.AsyncAnthropic(base_url="http://gateway", api_key=key, max_retries=0,
-                                        http_client=self.http())  # fmt: skip
+        return anthropic.AsyncAnthropic(
+            base_url="http://gateway", api_key=key, max_retries=0, http_client=self.http()
+        )
 
     def in_flight(self) -> int:
         return sum(len(v) for v in self.limits._in_flight.values())
@@ -183,11 +240,16 @@ class RecordingSink:
         self.records.append(dict(record))
 
 
-def fake_gateway(models: Mapping[str, FakeModel] | None = None,
-                 overrides: Mapping[str, Any] | None = None) -> FakeGateway:  # fmt: skip
-    data: dict[str, Any] = {"version": 1, "access": access_section(),
-                            "cache": {"enabled": True}, "routers": {"support-bot": ROUTER},
-                            "handoff_sinks": {"log": {"type": "log"}}}  # fmt: skip
+def fake_gateway(
+    models: Mapping[str, FakeModel] | None = None, overrides: Mapping[str, Any] | None = None
+) -> FakeGateway:
+    data: dict[str, Any] = {
+        "version": 1,
+        "access": access_section(),
+        "cache": {"enabled": True},
+        "routers": {"support-bot": ROUTER},
+        "handoff_sinks": {"log": {"type": "log"}},
+    }
     data.update(overrides or {})
     config = GatewayConfig.model_validate(data)
     catalog = Catalog.from_litellm_yaml(REPO / "config" / "litellm.yaml")
@@ -199,27 +261,58 @@ def fake_gateway(models: Mapping[str, FakeModel] | None = None,
     weights[:, : len(LABELS)] = np.eye(len(LABELS), dtype=np.float32) * 10
     head = Head(LABELS, weights, np.zeros(len(LABELS), dtype=np.float32))
     spec = Router.model_validate(ROUTER)
-    engine = RouterEngine({"support-bot": CompiledRouter("support-bot", spec, head,
-                                                          Thresholds(0.3, 0.05))}, encoder)  # fmt: skip
+    engine = RouterEngine(
+        {"support-bot": CompiledRouter("support-bot", spec, head, Thresholds(0.3, 0.05))}, encoder
+    )
     sinks: list[dict[str, Any]] = []
     handoffs = HandoffDispatcher({"log": RecordingSink(sinks)})
     settings = CacheSettings.model_validate({"enabled": True, "semantic": {"threshold": 0.9}})
-    cache = RequestCache(ResponseCache(settings, MemoryStore(1000, settings.memory.eviction),
-                                       MemoryVectorIndex(dim, 1000)), encoder,
-                         {"support-bot": spec})  # fmt: skip
+    cache = RequestCache(
+        ResponseCache(
+            settings, MemoryStore(1000, settings.memory.eviction), MemoryVectorIndex(dim, 1000)
+        ),
+        encoder,
+        {"support-bot": spec},
+    )
     limits = MemoryLimits()
     usage = Usage(MemoryUsage())
-    gatekeeper = Gatekeeper(grants(config.access), Limiter(limits, subject_limits(config.access)),
-                            Budgets(MemorySpend(), budgets_by_alias(config.access)), usage)  # fmt: skip
+    gatekeeper = Gatekeeper(
+        grants(config.access),
+        Limiter(limits, subject_limits(config.access)),
+        Budgets(MemorySpend(), budgets_by_alias(config.access)),
+        usage,
+    )
     upstream = FakeUpstream(models)
     observer = RecordingObserver(config)
     inflight = Inflight()
     decider = Decider(catalog, cache, engine, handoffs, SavingsEstimate(catalog, 200))
-    pipeline = Pipeline(generation=1, verifier=verifier, gatekeeper=gatekeeper, decider=decider,
-                        upstream=upstream, observer=observer, catalog=catalog, cache=cache,
-                        inflight=inflight, routers=frozenset({"support-bot"}))  # fmt: skip
-    parts = Parts(config, catalog, verifier, pipeline, RouteTable(), encoder, None, observer,
-                  cache, limits, MemorySpend(), MemoryUsage())  # fmt: skip
+    pipeline = Pipeline(
+        generation=1,
+        verifier=verifier,
+        gatekeeper=gatekeeper,
+        decider=decider,
+        upstream=upstream,
+        observer=observer,
+        catalog=catalog,
+        cache=cache,
+        inflight=inflight,
+        routers=frozenset({"support-bot"}),
+    )
+    parts = Parts(
+        config,
+        catalog,
+        verifier,
+        pipeline,
+        RouteTable(),
+        encoder,
+        None,
+        observer,
+        cache,
+        limits,
+        MemorySpend(),
+        MemoryUsage(),
+    )
     front = GatewayFront(stub_litellm, Generations(parts))
-    return FakeGateway(front, pipeline, upstream, observer, limits, usage, cache, encoder,
-                       inflight, sinks)  # fmt: skip
+    return FakeGateway(
+        front, pipeline, upstream, observer, limits, usage, cache, encoder, inflight, sinks
+    )

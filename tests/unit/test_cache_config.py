@@ -59,7 +59,9 @@ def test_intent_cache_threshold_checked(tmp_path: Path) -> None:
 
 def test_redis_url_from_environment(tmp_path: Path) -> None:
     path = tmp_path / "gateway.yaml"
-    path.write_text("version: 1\nredis:\n  url: os.environ/MY_REDIS\ncache:\n  enabled: true\n  tier: shared\n")
+    path.write_text(
+        "version: 1\nredis:\n  url: os.environ/MY_REDIS\ncache:\n  enabled: true\n  tier: shared\n"
+    )
     config = load_gateway_config(path, environ={"MY_REDIS": "redis://localhost:1/0"})
     assert config.redis.url == "redis://localhost:1/0"
     msg = load(tmp_path, path.read_text(), environ={})

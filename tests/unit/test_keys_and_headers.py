@@ -32,11 +32,19 @@ def test_empty_master_key_is_refused() -> None:
         KeyVerifier.from_master_key("")
 
 
-@pytest.mark.parametrize(("header", "key"), [
-    ("Bearer abc", "abc"), ("bearer  abc ", "abc"), ("BEARER abc", "abc"),
-    ("Basic abc", None), ("abc", None), ("Bearer Bearer abc", None), ("Bearer ", None),
-    ("Bearer a b", None),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("header", "key"),
+    [
+        ("Bearer abc", "abc"),
+        ("bearer  abc ", "abc"),
+        ("BEARER abc", "abc"),
+        ("Basic abc", None),
+        ("abc", None),
+        ("Bearer Bearer abc", None),
+        ("Bearer ", None),
+        ("Bearer a b", None),
+    ],
+)
 def test_only_bearer_keys_are_read(header: str, key: str | None) -> None:
     assert bearer_key(header) == key
 

@@ -23,13 +23,21 @@ pytestmark = pytest.mark.unit
 PROTOCOLS = ("chat", "responses", "messages")
 
 
-async def ask(gw: FakeGateway, protocol: str, model: str, text: str, stream: bool = False,
-              key: str = MASTER, **extra: Any) -> tuple[str, Mapping[str, str]]:  # fmt: skip
+async def ask(
+    gw: FakeGateway,
+    protocol: str,
+    model: str,
+    text: str,
+    stream: bool = False,
+    key: str = MASTER,
+    **extra: Any,
+) -> tuple[str, Mapping[str, str]]:
     """One request through the official SDK of ``protocol``: the answer's text and headers."""
     if protocol == "chat":
         chat = gw.openai(key).chat.completions.with_raw_response
-        raw = await chat.create(model=model, messages=[{"role": "user", "content": text}],
-                                stream=stream, **extra)  # fmt: skip
+        raw = await chat.create(
+            model=model, messages=[{"role": "user", "content": text}], stream=stream, **extra
+        )
         if not stream:
             return (raw.parse().choices[0].message.content or ""), raw.headers
         parts = [c.choices[0].delta.content or "" async for c in raw.parse() if c.choices]
@@ -42,13 +50,21 @@ async def ask(gw: FakeGateway, protocol: str, model: str, text: str, stream: boo
         deltas = [e.delta async for e in raw.parse() if e.type == "response.output_text.delta"]
         return "".join(deltas), raw.headers
     messages = gw.anthropic(key).messages.with_raw_response
-    raw = await messages.create(model=model, max_tokens=300, stream=stream,
-                                messages=[{"role": "user", "content": text}], **extra)  # fmt: skip
+    raw = await messages.create(
+        model=model,
+        max_tokens=300,
+        stream=stream,
+        messages=[{"role": "user", "content": text}],
+        **extra,
+    )
     parsed = await raw.parse()
     if not stream:
         return "".join(b.text for b in parsed.content if b.type == "text"), raw.headers
-    texts = [e.delta.text async for e in parsed
-             if e.type == "content_block_delta" and e.delta.type == "text_delta"]  # fmt: skip
+    texts = [
+        e.delta.text
+        async for e in parsed
+        if e.type == "content_block_delta" and e.delta.type == "text_delta"
+    ]
     return "".join(texts), raw.headers
 
 
@@ -68,8 +84,9 @@ ACTIONS = [
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 @pytest.mark.parametrize(("query", "action", "answer"), ACTIONS)
-async def test_router_answers_on_every_protocol(gw: FakeGateway, protocol: str, stream: bool,
-                                                query: str, action: str, answer: str) -> None:  # fmt: skip
+async def test_router_answers_on_every_protocol(
+    gw: FakeGateway, protocol: str, stream: bool, query: str, action: str, answer: str
+) -> None:
     text, headers = await ask(gw, protocol, "support-bot", query, stream)
     assert answer in text
     assert headers["x-gateway-action"] == action
@@ -84,8 +101,9 @@ async def test_router_answers_on_every_protocol(gw: FakeGateway, protocol: str, 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
-async def test_route_forwards_to_the_intents_model(gw: FakeGateway, protocol: str,
-                                                   stream: bool) -> None:  # fmt: skip
+async def test_route_forwards_to_the_intents_model(
+    gw: FakeGateway, protocol: str, stream: bool
+) -> None:
     gw.upstream.models["claude-sim"] = FakeModel(text="restart the app and try again")
     text, headers = await ask(gw, protocol, "support-bot", "my app keeps crashing", stream)
     assert text == "restart the app and try again"
@@ -104,11 +122,17 @@ async def test_route_forwards_to_the_intents_model(gw: FakeGateway, protocol: st
 async def test_clarify_round_trip_resolves_the_intent(gw: FakeGateway) -> None:
     client = gw.openai()
     first = await client.chat.completions.create(
-        model="support-bot", messages=[{"role": "user", "content": "freeze"}])
+        model="support-bot", messages=[{"role": "user", "content": "freeze"}]
+    )
     question = first.choices[0].message.content or ""
-    raw = await client.chat.completions.with_raw_response.create(model="support-bot", messages=[
-        {"role": "user", "content": "freeze"}, {"role": "assistant", "content": question},
-        {"role": "user", "content": "freeze my account please"}])  # fmt: skip
+    raw = await client.chat.completions.with_raw_response.create(
+        model="support-bot",
+        messages=[
+            {"role": "user", "content": "freeze"},
+            {"role": "assistant", "content": question},
+            {"role": "user", "content": "freeze my account please"},
+        ],
+    )
     assert raw.headers["x-gateway-action"] == "RESPOND"
     assert raw.headers["x-gateway-intent"] == "freeze"
 
@@ -144,8 +168,10 @@ async def test_streamed_answer_is_cached_and_served_to_another_protocol(gw: Fake
 async def test_structured_output_is_never_a_template(gw: FakeGateway) -> None:
     gw.upstream.models["gpt-sim"] = FakeModel(text='{"answer": "see the reset page"}')
     raw = await gw.openai().chat.completions.with_raw_response.create(
-        model="support-bot", messages=[{"role": "user", "content": "I forgot my password"}],
-        response_format={"type": "json_object"})  # fmt: skip
+        model="support-bot",
+        messages=[{"role": "user", "content": "I forgot my password"}],
+        response_format={"type": "json_object"},
+    )
     assert raw.headers["x-gateway-action"] == "ROUTE"
     assert raw.headers["x-gateway-structured-output"] == "model"
     assert raw.parse().choices[0].message.content == '{"answer": "see the reset page"}'
@@ -168,15 +194,25 @@ async def test_embeddings_miss_counts_one_request_then_hits(gw: FakeGateway) -> 
 async def test_no_key_and_malformed_keys_get_401(gw: FakeGateway) -> None:
     async with gw.http() as http:
         body = {"model": "gpt-sim", "messages": [{"role": "user", "content": "x"}]}
-        for headers in ({}, {"authorization": f"Basic {MASTER}"},
-                        {"authorization": f"Bearer Bearer {MASTER}"},
-                        {"authorization": "Bearer nope"}, {"x-api-key": MASTER}):  # fmt: skip
+        for headers in (
+            {},
+            {"authorization": f"Basic {MASTER}"},
+            {"authorization": f"Bearer Bearer {MASTER}"},
+            {"authorization": "Bearer nope"},
+            {"x-api-key": MASTER},
+        ):
             r = await http.post("/v1/chat/completions", json=body, headers=headers)
             assert r.status_code == 401, headers
             assert r.json()["error"]["type"] == "authentication_error"
-        r = await http.post("/v1/messages", json={"model": "gpt-sim", "max_tokens": 5,
-                                                  "messages": [{"role": "user", "content": "x"}]},
-                            headers={"x-api-key": MASTER})  # fmt: skip
+        r = await http.post(
+            "/v1/messages",
+            json={
+                "model": "gpt-sim",
+                "max_tokens": 5,
+                "messages": [{"role": "user", "content": "x"}],
+            },
+            headers={"x-api-key": MASTER},
+        )
         assert r.status_code == 200  # x-api-key is the Anthropic protocol's header
     assert len(gw.observer.records) == 6 and gw.in_flight() == 0
 
@@ -196,13 +232,25 @@ async def test_a_key_reaches_only_its_endpoints(gw: FakeGateway) -> None:
         await ask(gw, "responses", "gpt-sim", "hi", key=KEYS["chat-only"])
 
 
-@pytest.mark.parametrize("field", ["fallbacks", "api_base", "user_config", "mock_response",
-                                   "litellm_logging_obj", "api_key", "base_url"])  # fmt: skip
+@pytest.mark.parametrize(
+    "field",
+    [
+        "fallbacks",
+        "api_base",
+        "user_config",
+        "mock_response",
+        "litellm_logging_obj",
+        "api_key",
+        "base_url",
+    ],
+)
 async def test_routing_controls_are_refused(gw: FakeGateway, field: str) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         await gw.openai(KEYS["claude-only"]).chat.completions.create(
-            model="claude-sim", messages=[{"role": "user", "content": "x"}],
-            extra_body={field: ["gpt-sim"]})  # fmt: skip
+            model="claude-sim",
+            messages=[{"role": "user", "content": "x"}],
+            extra_body={field: ["gpt-sim"]},
+        )
     assert "not allowed" in caught.value.message
     assert gw.upstream.calls == [] and gw.in_flight() == 0
 
@@ -210,22 +258,27 @@ async def test_routing_controls_are_refused(gw: FakeGateway, field: str) -> None
 async def test_unknown_fields_and_models_are_refused(gw: FakeGateway) -> None:
     client = gw.openai()
     with pytest.raises(openai.BadRequestError, match="Unrecognized request argument"):
-        await client.chat.completions.create(model="gpt-sim", messages=[
-            {"role": "user", "content": "x"}], extra_body={"frobnicate": 1})  # fmt: skip
+        await client.chat.completions.create(
+            model="gpt-sim",
+            messages=[{"role": "user", "content": "x"}],
+            extra_body={"frobnicate": 1},
+        )
     with pytest.raises(openai.BadRequestError, match="Unknown model"):
-        await client.chat.completions.create(model="nope", messages=[
-            {"role": "user", "content": "x"}])  # fmt: skip
+        await client.chat.completions.create(
+            model="nope", messages=[{"role": "user", "content": "x"}]
+        )
     with pytest.raises(openai.BadRequestError, match="embedding model"):
-        await client.chat.completions.create(model="embed-sim", messages=[
-            {"role": "user", "content": "x"}])  # fmt: skip
+        await client.chat.completions.create(
+            model="embed-sim", messages=[{"role": "user", "content": "x"}]
+        )
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-async def test_parallel_limit_applies_and_the_slot_is_freed(gw: FakeGateway,
-                                                            protocol: str) -> None:  # fmt: skip
+async def test_parallel_limit_applies_and_the_slot_is_freed(gw: FakeGateway, protocol: str) -> None:
     gw.upstream.models["gpt-sim"] = FakeModel(delay_s=0.2)
-    slow = asyncio.create_task(ask(gw, protocol, "gpt-sim", "one", key=KEYS["limited"],
-                                   **_no_cache(protocol)))  # fmt: skip
+    slow = asyncio.create_task(
+        ask(gw, protocol, "gpt-sim", "one", key=KEYS["limited"], **_no_cache(protocol))
+    )
     await asyncio.sleep(0.05)
     with pytest.raises((openai.RateLimitError, anthropic.RateLimitError)):
         await ask(gw, protocol, "gpt-sim", "two", key=KEYS["limited"])
@@ -239,8 +292,9 @@ def _no_cache(protocol: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-async def test_budget_is_charged_and_enforced_on_every_protocol(gw: FakeGateway,
-                                                                protocol: str) -> None:  # fmt: skip
+async def test_budget_is_charged_and_enforced_on_every_protocol(
+    gw: FakeGateway, protocol: str
+) -> None:
     for i in range(3):  # $0.001 each: the third finds $0.002 of $0.0025 spent and passes
         await ask(gw, protocol, "gpt-sim", f"question {i}", key=KEYS["budget"])
     with pytest.raises((openai.RateLimitError, anthropic.RateLimitError)) as caught:
@@ -256,11 +310,17 @@ async def test_budget_is_charged_and_enforced_on_every_protocol(gw: FakeGateway,
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
-@pytest.mark.parametrize(("status", "error"), [(502, openai.InternalServerError),
-                                               (429, openai.RateLimitError),
-                                               (400, openai.BadRequestError)])  # fmt: skip
-async def test_upstream_failure_is_finished_once(gw: FakeGateway, protocol: str, stream: bool,
-                                                 status: int, error: type) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [
+        (502, openai.InternalServerError),
+        (429, openai.RateLimitError),
+        (400, openai.BadRequestError),
+    ],
+)
+async def test_upstream_failure_is_finished_once(
+    gw: FakeGateway, protocol: str, stream: bool, status: int, error: type
+) -> None:
     gw.upstream.models["gpt-sim"] = FakeModel(fail=UpstreamFailed(status, "boom"))
     with pytest.raises((openai.APIStatusError, anthropic.APIStatusError)) as caught:
         await ask(gw, protocol, "gpt-sim", "hello", stream, key=KEYS["limited"])
@@ -273,8 +333,7 @@ async def test_upstream_failure_is_finished_once(gw: FakeGateway, protocol: str,
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_stream_breaking_midway_is_finished_once(gw: FakeGateway, protocol: str) -> None:
-    gw.upstream.models["gpt-sim"] = FakeModel(fail=UpstreamFailed(502, "cut"),
-                                              fail_mid_stream=True)  # fmt: skip
+    gw.upstream.models["gpt-sim"] = FakeModel(fail=UpstreamFailed(502, "cut"), fail_mid_stream=True)
     with pytest.raises(Exception):  # noqa: B017 - each SDK reports the error event its own way
         await ask(gw, protocol, "gpt-sim", "hello", True, key=KEYS["limited"])
     [record] = gw.observer.records
@@ -283,8 +342,9 @@ async def test_stream_breaking_midway_is_finished_once(gw: FakeGateway, protocol
     assert await gw.cache.cache.store.get("anything") is None
 
 
-async def _disconnecting_request(gw: FakeGateway, body: bytes, path: str,
-                                 after_s: float) -> list[dict[str, Any]]:  # fmt: skip
+async def _disconnecting_request(
+    gw: FakeGateway, body: bytes, path: str, after_s: float
+) -> list[dict[str, Any]]:
     sent: list[dict[str, Any]] = []
     delivered = False
 
@@ -299,20 +359,30 @@ async def _disconnecting_request(gw: FakeGateway, body: bytes, path: str,
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    headers = [(b"authorization", f"Bearer {KEYS['limited']}".encode()),
-               (b"content-type", b"application/json")]  # fmt: skip
-    scope = {"type": "http", "method": "POST", "path": path, "headers": headers,
-             "query_string": b""}  # fmt: skip
+    headers = [
+        (b"authorization", f"Bearer {KEYS['limited']}".encode()),
+        (b"content-type", b"application/json"),
+    ]
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": path,
+        "headers": headers,
+        "query_string": b"",
+    }
     await gw.front(scope, receive, send)
     return sent
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
-async def test_client_going_away_cancels_the_call_and_frees_the_slot(gw: FakeGateway,
-                                                                     stream: bool) -> None:  # fmt: skip
+async def test_client_going_away_cancels_the_call_and_frees_the_slot(
+    gw: FakeGateway, stream: bool
+) -> None:
     gw.upstream.models["gpt-sim"] = FakeModel(delay_s=0.3)
-    body = (b'{"model": "gpt-sim", "stream": %s, "messages": [{"role": "user", "content": '
-            b'"hello there"}]}' % (b"true" if stream else b"false"))  # fmt: skip
+    body = (
+        b'{"model": "gpt-sim", "stream": %s, "messages": [{"role": "user", "content": '
+        b'"hello there"}]}' % (b"true" if stream else b"false")
+    )
     await _disconnecting_request(gw, body, "/v1/chat/completions", 0.1)
     [record] = gw.observer.records
     assert record["status"] == 499
@@ -321,8 +391,9 @@ async def test_client_going_away_cancels_the_call_and_frees_the_slot(gw: FakeGat
     assert headers["x-gateway-cache"] == "MISS"  # the broken answer was never stored
 
 
-async def test_a_bug_in_a_stage_is_a_500_and_still_finished(gw: FakeGateway,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+async def test_a_bug_in_a_stage_is_a_500_and_still_finished(
+    gw: FakeGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async def broken(*_: Any) -> None:
         raise RuntimeError("bug")
 
@@ -339,8 +410,16 @@ async def test_deny_by_default_outside_the_llm_endpoints(gw: FakeGateway) -> Non
     async with gw.http() as http:
         app = {"authorization": f"Bearer {KEYS['app']}"}
         master = {"authorization": f"Bearer {MASTER}"}
-        for path in ("/model/info", "/router/settings", "/openai/v1/chat/completions",
-                     "/metrics/", "/METRICS", "//metrics", "/gateway/usage", "/nope"):  # fmt: skip
+        for path in (
+            "/model/info",
+            "/router/settings",
+            "/openai/v1/chat/completions",
+            "/metrics/",
+            "/METRICS",
+            "//metrics",
+            "/gateway/usage",
+            "/nope",
+        ):
             assert (await http.get(path)).status_code == 401, path
             assert (await http.get(path, headers=app)).status_code == 403, path
         r = await http.get("/model/info", headers=master)
@@ -360,11 +439,11 @@ async def test_model_list_shows_what_the_key_may_use(gw: FakeGateway) -> None:
     assert "support-bot" in [m.id for m in listed.data]
 
 
-@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages", "/v1/responses",
-                                  "/model/info"])  # fmt: skip
+@pytest.mark.parametrize(
+    "path", ["/v1/chat/completions", "/v1/messages", "/v1/responses", "/model/info"]
+)
 @pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
-async def test_body_limit_holds_on_every_route(gw: FakeGateway, path: str,
-                                               declared: bool) -> None:  # fmt: skip
+async def test_body_limit_holds_on_every_route(gw: FakeGateway, path: str, declared: bool) -> None:
     limit = gw.front.generations.parts.config.requests.max_body_bytes
     body = b"x" * (limit + 10)
     sent: list[dict[str, Any]] = []

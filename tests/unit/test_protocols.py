@@ -44,10 +44,17 @@ def events(raw: list[bytes]) -> list[tuple[str | None, Any]]:
 def tool_answer() -> dict[str, Any]:
     body = completion("m", "Let me check.", "tool_calls")
     body["choices"][0]["message"]["tool_calls"] = [
-        {"id": "call_1", "type": "function",
-         "function": {"name": "lookup", "arguments": '{"order": 7}'}}]  # fmt: skip
-    body["usage"] = {"prompt_tokens": 30, "completion_tokens": 5,
-                     "prompt_tokens_details": {"cached_tokens": 20}}  # fmt: skip
+        {
+            "id": "call_1",
+            "type": "function",
+            "function": {"name": "lookup", "arguments": '{"order": 7}'},
+        }
+    ]
+    body["usage"] = {
+        "prompt_tokens": 30,
+        "completion_tokens": 5,
+        "prompt_tokens_details": {"cached_tokens": 20},
+    }
     return body
 
 
@@ -55,22 +62,44 @@ def tool_answer() -> dict[str, Any]:
 
 
 def test_messages_request_becomes_chat() -> None:
-    request = parse_messages({
-        "model": "m", "max_tokens": 50, "system": [{"type": "text", "text": "sys",
-                                                    "cache_control": {"type": "ephemeral"}}],
-        "stop_sequences": ["END"], "top_k": 5, "metadata": {"user_id": "u1"},
-        "tools": [{"name": "lookup", "input_schema": {"type": "object"}}],
-        "tool_choice": {"type": "tool", "name": "lookup", "disable_parallel_tool_use": True},
-        "messages": [
-            {"role": "user", "content": [{"type": "text", "text": "hi"}, {
-                "type": "image", "source": {"type": "base64", "media_type": "image/png",
-                                            "data": "AAA"}}]},
-            {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "lookup",
-                                               "input": {"order": 7}}]},
-            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1",
-                                          "content": "shipped"}, {"type": "text", "text": "ok?"}]},
-        ],
-    }, {})  # fmt: skip
+    request = parse_messages(
+        {
+            "model": "m",
+            "max_tokens": 50,
+            "system": [{"type": "text", "text": "sys", "cache_control": {"type": "ephemeral"}}],
+            "stop_sequences": ["END"],
+            "top_k": 5,
+            "metadata": {"user_id": "u1"},
+            "tools": [{"name": "lookup", "input_schema": {"type": "object"}}],
+            "tool_choice": {"type": "tool", "name": "lookup", "disable_parallel_tool_use": True},
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "hi"},
+                        {
+                            "type": "image",
+                            "source": {"type": "base64", "media_type": "image/png", "data": "AAA"},
+                        },
+                    ],
+                },
+                {
+                    "role": "assistant",
+                    "content": [
+                        {"type": "tool_use", "id": "t1", "name": "lookup", "input": {"order": 7}}
+                    ],
+                },
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "tool_result", "tool_use_id": "t1", "content": "shipped"},
+                        {"type": "text", "text": "ok?"},
+                    ],
+                },
+            ],
+        },
+        {},
+    )
     system, user, assistant, tool, follow_up = request.messages
     assert system["content"][0]["cache_control"] == {"type": "ephemeral"}
     assert user["content"][1]["image_url"]["url"] == "data:image/png;base64,AAA"
@@ -83,17 +112,32 @@ def test_messages_request_becomes_chat() -> None:
     assert request.params["tools"][0]["function"]["parameters"] == {"type": "object"}
 
 
-@pytest.mark.parametrize("body", [
-    {"model": "m", "messages": [{"role": "user", "content": "x"}]},  # no max_tokens
-    {"model": "m", "max_tokens": 5, "temperature": 1.5,
-     "messages": [{"role": "user", "content": "x"}]},
-    {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [
-        {"type": "document", "source": {}}]}]},
-    {"model": "m", "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]},
-    {"model": "m", "max_tokens": 5, "messages": [], "fallbacks": ["x"]},
-    {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}],
-     "metadata": None, "unknown": 1},
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"model": "m", "messages": [{"role": "user", "content": "x"}]},  # no max_tokens
+        {
+            "model": "m",
+            "max_tokens": 5,
+            "temperature": 1.5,
+            "messages": [{"role": "user", "content": "x"}],
+        },
+        {
+            "model": "m",
+            "max_tokens": 5,
+            "messages": [{"role": "user", "content": [{"type": "document", "source": {}}]}],
+        },
+        {"model": "m", "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]},
+        {"model": "m", "max_tokens": 5, "messages": [], "fallbacks": ["x"]},
+        {
+            "model": "m",
+            "max_tokens": 5,
+            "messages": [{"role": "user", "content": "x"}],
+            "metadata": None,
+            "unknown": 1,
+        },
+    ],
+)
 def test_messages_bad_requests_are_400(body: dict[str, Any]) -> None:
     with pytest.raises(BadRequest):
         parse_messages(body, {})
@@ -106,8 +150,12 @@ def test_messages_answer_and_stream_carry_tool_use() -> None:
     assert [b["type"] for b in body["content"]] == ["text", "tool_use"]
     assert body["content"][1]["input"] == {"order": 7}
     assert body["stop_reason"] == "tool_use"
-    assert body["usage"] == {"input_tokens": 10, "output_tokens": 5,
-                             "cache_creation_input_tokens": 0, "cache_read_input_tokens": 20}  # fmt: skip
+    assert body["usage"] == {
+        "input_tokens": 10,
+        "output_tokens": 5,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 20,
+    }
     renderer = adapter.renderer(request)
     raw = renderer.begin()
     for chunk in completion_chunks(tool_answer()):
@@ -125,16 +173,22 @@ def test_messages_answer_and_stream_carry_tool_use() -> None:
 
 
 def test_responses_request_becomes_chat() -> None:
-    request = parse_responses({
-        "model": "m", "instructions": "be brief", "max_output_tokens": 40, "store": True,
-        "text": {"format": {"type": "json_schema", "name": "a", "schema": {"type": "object"}}},
-        "tools": [{"type": "function", "name": "lookup", "parameters": {"type": "object"}}],
-        "input": [
-            {"role": "user", "content": [{"type": "input_text", "text": "where is 7?"}]},
-            {"type": "function_call", "call_id": "c1", "name": "lookup", "arguments": "{}"},
-            {"type": "function_call_output", "call_id": "c1", "output": "shipped"},
-        ],
-    }, {})  # fmt: skip
+    request = parse_responses(
+        {
+            "model": "m",
+            "instructions": "be brief",
+            "max_output_tokens": 40,
+            "store": True,
+            "text": {"format": {"type": "json_schema", "name": "a", "schema": {"type": "object"}}},
+            "tools": [{"type": "function", "name": "lookup", "parameters": {"type": "object"}}],
+            "input": [
+                {"role": "user", "content": [{"type": "input_text", "text": "where is 7?"}]},
+                {"type": "function_call", "call_id": "c1", "name": "lookup", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "c1", "output": "shipped"},
+            ],
+        },
+        {},
+    )
     system, user, call, result = request.messages
     assert system == {"role": "system", "content": "be brief"}
     assert user["content"] == [{"type": "text", "text": "where is 7?"}]
@@ -145,9 +199,16 @@ def test_responses_request_becomes_chat() -> None:
     assert request.params["tools"][0]["function"]["name"] == "lookup"
 
 
-@pytest.mark.parametrize("extra", [{"previous_response_id": "resp_1"},
-                                   {"conversation": "c"}, {"background": True},
-                                   {"tools": [{"type": "web_search"}]}, {"api_base": "x"}])  # fmt: skip
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"previous_response_id": "resp_1"},
+        {"conversation": "c"},
+        {"background": True},
+        {"tools": [{"type": "web_search"}]},
+        {"api_base": "x"},
+    ],
+)
 def test_responses_stateful_and_unknown_features_are_400(extra: dict[str, Any]) -> None:
     with pytest.raises(BadRequest):
         parse_responses({"model": "m", "input": "hi", **extra}, {})
@@ -176,19 +237,24 @@ def test_responses_answer_and_stream() -> None:
 
 
 def test_chat_stream_moves_usage_into_a_chunk_of_its_own() -> None:
-    chunk = {"id": "c", "choices": [{"index": 0, "delta": {}, "finish_reason": None}],
-             "usage": {"total_tokens": 3}}  # fmt: skip
+    chunk = {
+        "id": "c",
+        "choices": [{"index": 0, "delta": {}, "finish_reason": None}],
+        "usage": {"total_tokens": 3},
+    }
     assert [d for _, d in events(ChatStream(usage=True).chunk(chunk))] == [
-        {"id": "c", "choices": [], "usage": {"total_tokens": 3}}]  # fmt: skip
+        {"id": "c", "choices": [], "usage": {"total_tokens": 3}}
+    ]
     assert ChatStream(usage=False).chunk(chunk) == []
 
 
-@pytest.mark.parametrize(("field", "value"), [("stop", 5), ("tools", "x"), ("seed", "x"),
-                                              ("user", 5), ("metadata", "x"), ("n", 0)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("stop", 5), ("tools", "x"), ("seed", "x"), ("user", 5), ("metadata", "x"), ("n", 0)],
+)
 def test_chat_wrong_types_are_400(field: str, value: object) -> None:
     with pytest.raises(BadRequest) as caught:
-        parse_chat({"model": "m", "messages": [{"role": "user", "content": "x"}], field: value},
-                   {})  # fmt: skip
+        parse_chat({"model": "m", "messages": [{"role": "user", "content": "x"}], field: value}, {})
     assert caught.value.param == field
 
 
@@ -227,22 +293,34 @@ def cache(max_tokens: int = 4096) -> RequestCache:
 
 def pending(store: bool = True) -> Pending:
     body = {"messages": [{"role": "user", "content": "q"}]}
-    ticket = Ticket("gpt-sim", chat_key("gpt-sim", "global", body), Plan(True, store),
-                    ClientControl())  # fmt: skip
+    ticket = Ticket(
+        "gpt-sim", chat_key("gpt-sim", "global", body), Plan(True, store), ClientControl()
+    )
     return Pending(ticket, None, None, 60)
 
 
-def answer(finish: str = "stop", content: str | None = "hello", tokens: int = 5,
-           choices: int = 1) -> dict[str, Any]:  # fmt: skip
-    choice = {"index": 0, "finish_reason": finish,
-              "message": {"role": "assistant", "content": content}}  # fmt: skip
+def answer(
+    finish: str = "stop", content: str | None = "hello", tokens: int = 5, choices: int = 1
+) -> dict[str, Any]:
+    choice = {
+        "index": 0,
+        "finish_reason": finish,
+        "message": {"role": "assistant", "content": content},
+    }
     return {"choices": [choice] * choices, "usage": {"completion_tokens": tokens}}
 
 
-@pytest.mark.parametrize(("response", "kept"), [
-    (answer(), True), (answer(finish="length"), True), (answer(finish="content_filter"), False),
-    (answer(content=""), False), (answer(choices=2), False), (answer(finish="None"), False),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("response", "kept"),
+    [
+        (answer(), True),
+        (answer(finish="length"), True),
+        (answer(finish="content_filter"), False),
+        (answer(content=""), False),
+        (answer(choices=2), False),
+        (answer(finish="None"), False),
+    ],
+)
 async def test_only_complete_answers_are_stored(response: dict[str, Any], kept: bool) -> None:
     c = cache()
     assert await c.store(pending(), response, "gpt-sim", 0.0) is kept

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from extensions.config.loader import config_chain
 from extensions.app.reload import chain_digest
+from extensions.config.loader import config_chain
 
 pytestmark = pytest.mark.unit
 
