@@ -32,8 +32,16 @@ import yaml
 
 Obj = dict[str, Any]
 KUSTOMIZATION_NAMES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
-KNOWN_FIELDS = {"apiVersion", "kind", "resources", "components", "configMapGenerator",
-                "namespace", "images", "patches"}  # fmt: skip
+KNOWN_FIELDS = {
+    "apiVersion",
+    "kind",
+    "resources",
+    "components",
+    "configMapGenerator",
+    "namespace",
+    "images",
+    "patches",
+}
 GENERATOR_FIELDS = {"name", "files", "options"}
 GENERATOR_OPTIONS = {"disableNameSuffixHash", "labels"}
 # strategic merge: the key that identifies an item of these lists (Kubernetes' own
@@ -91,7 +99,8 @@ def _build(folder: Path, component: bool, inherited: list[Obj]) -> list[Obj]:
         raise KustomizeError(f"{folder}: unsupported fields {sorted(unknown)}")
     kind = spec.get("kind", "Kustomization")
     if kind != ("Component" if component else "Kustomization"):
-        raise KustomizeError(f"{folder}: kind {kind} where a {'Component' if component else 'Kustomization'} belongs")  # fmt: skip
+        expected = "Component" if component else "Kustomization"
+        raise KustomizeError(f"{folder}: kind {kind} where a {expected} belongs")
     objects = list(inherited)
     for entry in spec.get("resources", []):
         path = (folder / entry).resolve()
@@ -147,7 +156,7 @@ def _config_map(folder: Path, generator: Obj) -> Obj:
         path = _inside(folder, source)
         key = key or path.name
         if key in data:
-            raise KustomizeError(f"{folder}: configMapGenerator {generator['name']}: key {key} twice")  # fmt: skip
+            raise KustomizeError(f"{folder}: {generator['name']}: key {key} twice")
         data[key] = path.read_text()
     metadata: Obj = {"name": generator["name"]}
     if options.get("labels"):
@@ -166,10 +175,17 @@ def config_map_hash(obj: Obj) -> str:
     no ConfigMap has (kubectl's kustomize v5.5.0 prints exactly these suffixes)."""
     encoded = json.dumps(
         {"data": obj.get("data", {}), "kind": obj["kind"], "name": ""},
-        sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-    )  # fmt: skip
-    for char, escaped in (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e"),
-                          ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):  # fmt: skip
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    for char, escaped in (
+        ("&", "\\u0026"),
+        ("<", "\\u003c"),
+        (">", "\\u003e"),
+        ("\u2028", "\\u2028"),
+        ("\u2029", "\\u2029"),
+    ):
         encoded = encoded.replace(char, escaped)
     digest = hashlib.sha256(encoded.encode()).hexdigest()[:10]
     return digest.translate(str.maketrans("013ae", "ghkmt"))
@@ -242,13 +258,15 @@ def _split_image(image: str) -> tuple[str, str]:
 
 def _apply_patch(objects: list[Obj], patch: Obj) -> None:
     targets = [
-        obj for obj in objects
+        obj
+        for obj in objects
         if (obj["apiVersion"], obj["kind"], obj["metadata"]["name"])
         == (patch["apiVersion"], patch["kind"], patch["metadata"]["name"])
-    ]  # fmt: skip
+    ]
     if len(targets) != 1:
-        raise KustomizeError(f"patch {patch['kind']}/{patch['metadata']['name']}: "
-                             f"{len(targets)} targets")  # fmt: skip
+        raise KustomizeError(
+            f"patch {patch['kind']}/{patch['metadata']['name']}: {len(targets)} targets"
+        )
     merged = strategic_merge(targets[0], patch)
     targets[0].clear()
     targets[0].update(merged)
