@@ -288,13 +288,11 @@ def strategic_merge(original: Any, patch: Any, field: str = "") -> Any:
                 out[key] = strategic_merge(original.get(key), value, key)
         return out
     if isinstance(patch, list) and field in MERGE_KEYS and isinstance(original, list):
+        # kustomize's order: the patch's items (merged into the original's of the same
+        # key), then the original's items the patch does not name
         key = MERGE_KEYS[field]
-        out_list = copy.deepcopy(original)
-        for item in patch:
-            index = next((i for i, old in enumerate(out_list) if old.get(key) == item[key]), None)
-            if index is None:
-                out_list.append(copy.deepcopy(item))
-            else:
-                out_list[index] = strategic_merge(out_list[index], item, field)
-        return out_list
+        olds = {old[key]: old for old in original}
+        merged = [strategic_merge(olds.get(item[key]), item, field) for item in patch]
+        named = {item[key] for item in patch}
+        return merged + [copy.deepcopy(old) for old in original if old[key] not in named]
     return copy.deepcopy(patch)

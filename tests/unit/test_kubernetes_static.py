@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ MEASURED_RSS_BYTES = 886 * 10**6
 PINNED_IMAGE = re.compile(r"[a-z0-9][a-z0-9._/-]*:(?!latest\b)(?=[\w.-]*\d)[\w][\w.-]*")
 OPTIONAL_COMPONENTS = ("../../components/servicemonitor", "../../components/sim-provider")
 EXAMPLE_REDIS_URL = "redis://redis.example.internal:6379/0"
+KUBECTL = shutil.which("kubectl")  # its kustomize, where installed, checks our renderer
 
 
 # --- rendering -------------------------------------------------------------------------
@@ -92,13 +94,18 @@ def render(folder: Path) -> Rendered:
 
 
 @pytest.fixture(scope="session")
-def renders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Rendered]:
-    full = with_optional_components(copy_tree(tmp_path_factory.mktemp("k8s")))
+def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {
-        "base": render(REPO / K8S / "base"),
-        "production": render(REPO / K8S / "overlays/production"),
-        "full": render(full),  # production + servicemonitor + sim-provider
+        "base": REPO / K8S / "base",
+        "production": REPO / K8S / "overlays/production",
+        # production + servicemonitor + sim-provider
+        "full": with_optional_components(copy_tree(tmp_path_factory.mktemp("k8s"))),
     }
+
+
+@pytest.fixture(scope="session")
+def renders(folders: dict[str, Path]) -> dict[str, Rendered]:
+    return {name: render(folder) for name, folder in folders.items()}
 
 
 RENDERS = ["base", "production", "full"]
@@ -659,6 +666,18 @@ def test_renders_hold_the_expected_objects(renders: dict[str, Rendered]) -> None
     for name in ("production", "full"):
         namespaces = {ns for _, ns, _ in renders[name].objects}
         assert namespaces == {"model-gateway"}, f"{name}: {namespaces}"
+
+
+@pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed: no reference to compare")
+@pytest.mark.parametrize("which", RENDERS)
+def test_renderer_prints_what_kubectl_kustomize_prints(
+    folders: dict[str, Path], renders: dict[str, Rendered], which: str
+) -> None:
+    assert KUBECTL is not None
+    out = subprocess.run(
+        [KUBECTL, "kustomize", str(folders[which])], capture_output=True, text=True, check=True
+    ).stdout
+    assert by_key([doc for doc in yaml.safe_load_all(out) if doc]) == renders[which].objects
 
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
