@@ -12,8 +12,10 @@ where kubectl is installed). Supported, and nothing else (anything else is an er
 - ``namespace``: set on every object (all of ours are namespaced)
 - ``images``: ``name`` with ``newName`` and/or ``newTag``, in containers' ``image``
 - ``patches``: ``path`` to a strategic-merge patch of one object of ours, found by
-  apiVersion, kind and name; lists merge by key where Kubernetes does (containers,
-  volumes, env, ...) and are replaced otherwise; ``$patch`` directives are refused
+  apiVersion, kind and name; the lists of MERGE_KEYS (containers, volumes, env, ...)
+  merge item by item in kustomize's order, every other list is replaced (kustomize
+  merges a few more, e.g. ports: no patch of ours touches them); ``$patch`` directives
+  are refused
 
 Like kustomize, a kustomization reads files only inside its own folder; folders of
 other kustomizations may be anywhere.
