@@ -53,6 +53,8 @@ class LimitStore(Protocol):
 
     async def charge_tokens(self, subjects: Sequence[str], tokens: int, now: float) -> None: ...
 
+    async def in_flight(self, subjects: Sequence[str], now: float) -> list[int]: ...
+
 
 def _window(now: float) -> tuple[int, int]:
     """The current minute and the seconds until it ends (at least 1)."""
@@ -102,6 +104,10 @@ class MemoryLimits:
         minute, _ = _window(now)
         for s in subjects:
             self._tokens[(s, minute)] += tokens
+
+    async def in_flight(self, subjects: Sequence[str], now: float) -> list[int]:
+        return [sum(1 for t in self._in_flight[s].values() if now - t <= IN_FLIGHT_MAX_AGE_S)
+                for s in subjects]  # fmt: skip
 
 
 # KEYS: per subject 3 keys (requests, tokens, in-flight). ARGV: now, request id,
@@ -209,6 +215,19 @@ class RedisLimits:
         await self._link.run(op, None)
 
 
+    async def in_flight(self, subjects: Sequence[str], now: float) -> list[int]:
+        names = [f"{self._prefix}{s}:p" for s in subjects]
+
+        async def op(r: Any) -> list[int]:
+            pipe = r.pipeline(transaction=False)
+            for name in names:
+                pipe.zcount(name, now - IN_FLIGHT_MAX_AGE_S, "+inf")
+            return [int(n) for n in await pipe.execute()]
+
+        counts = await self._link.run(op, None)
+        return counts if counts is not None else [0] * len(subjects)
+
+
 def _or_none(value: int | None) -> int:
     return -1 if value is None else value
 
@@ -240,6 +259,15 @@ class Limiter:
         limits = [lim for lim in self.limits_of(alias) if lim.tpm is not None]
         if limits and tokens > 0:
             await self.store.charge_tokens([lim.subject for lim in limits], tokens, self._clock())
+
+    async def in_flight(self) -> dict[str, int]:
+        """Requests holding a parallel slot now, per subject with a ``max_parallel``."""
+        subjects = sorted({lim.subject for limits in self._by_alias.values() for lim in limits
+                           if lim.max_parallel is not None})  # fmt: skip
+        if not subjects:
+            return {}
+        return dict(zip(subjects, await self.store.in_flight(subjects, self._clock()),
+                        strict=True))  # fmt: skip
 
 
 def subject_limits(access: Access) -> dict[str, list[SubjectLimits]]:

@@ -183,6 +183,7 @@ class Parts:
         report = await gatekeeper.usage.report(day)
         if gatekeeper.budgets is not None:
             report["budgets"] = await gatekeeper.budgets.remaining()
+        report["in_flight"] = await gatekeeper.limiter.in_flight() if gatekeeper.limiter else {}
         return report
 
 

@@ -74,7 +74,7 @@ class ConfigReloader:
         self.rebuild = rebuild
         self.on_swap = on_swap
         self._chain = config_chain(path)
-        self.digest = chain_digest(self._chain)
+        self.digest = chain_digest(self._watched())
         self.loaded_at = time.time()
         self.last_error: str | None = None
         self.last_checked: float | None = None
@@ -142,14 +142,25 @@ class ConfigReloader:
                            digest[:12])  # fmt: skip
             return self.status()
 
+    def _watched(self) -> list[Path]:
+        """The chain of gateway.yaml files and the routers' example files it names."""
+        config = getattr(self.generations.parts, "config", None)
+        routers = getattr(config, "routers", None) or {}
+        examples = [self.path.parent / intent.examples_file for spec in routers.values()
+                    for intent in spec.intents if intent.examples_file is not None]  # fmt: skip
+        return [*self._chain, *examples]
+
     def _changed_digest(self, force: bool) -> str | None:
-        """The chain's digest; None when its files hold the bytes last looked at."""
+        """The digest of the watched files; None when they hold the bytes last looked at."""
         if not force:
             with contextlib.suppress(OSError):  # a file went away: look at it all
-                if chain_digest(self._chain) == self.digest:
+                if chain_digest(self._watched()) == self.digest:
                     return None
         self._chain = config_chain(self.path)
-        return chain_digest(self._chain)
+        try:
+            return chain_digest(self._watched())
+        except OSError:  # an example file went away: rebuild (and refuse, naming it)
+            return chain_digest(self._chain) + ":examples-missing"
 
     def _reject(self, message: str, digest: str | None) -> None:
         if digest is not None:

@@ -70,6 +70,7 @@ def build_record(
         "cost_usd": round(served.cost_usd, 10) if served else 0.0,
         "saved_usd": round(ctx.saved_usd, 10),
         "status": result.status,
+        "admitted": ctx.admission is not None,  # counted in usage, limits and budgets
         "error": {"type": error.type, "message": error.message[:300]} if error else None,
         "generation": ctx.generation,
     }

@@ -21,14 +21,18 @@ from tests.support.stack import Proxy, SimProvider, derive_gateway_config
 
 pytestmark = pytest.mark.integration
 PROTOCOLS = ("chat", "responses", "messages")
-KEYS = {f"{kind}-{p}": f"sk-test-{kind}-{p}-51c3" for kind in ("budget", "parallel", "meter")
-        for p in PROTOCOLS}  # fmt: skip
+KEYS = {
+    f"{kind}-{p}": f"sk-test-{kind}-{p}-51c3"
+    for kind in ("budget", "parallel", "meter")
+    for p in PROTOCOLS
+}
 KEYS["app"] = "sk-test-protocols-app-77d0"
 
 
 @pytest.fixture(scope="module")
-def proxy(log_dir: Path, sim: SimProvider,
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:  # fmt: skip
+def proxy(
+    log_dir: Path, sim: SimProvider, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Proxy]:
     def edit(data: dict[str, Any]) -> None:
         keys = [{"alias": "app", "owner": "t", "env": "TEST_KEY_APP"}]
         for name in KEYS:
@@ -56,41 +60,54 @@ def _env(name: str) -> str:
 
 
 def oai(proxy: Proxy, key: str) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=f"{proxy.base_url}/v1", api_key=key, max_retries=0,
-                              timeout=30)  # fmt: skip
+    return openai.AsyncOpenAI(
+        base_url=f"{proxy.base_url}/v1", api_key=key, max_retries=0, timeout=30
+    )
 
 
 def ant(proxy: Proxy, key: str) -> anthropic.AsyncAnthropic:
-    return anthropic.AsyncAnthropic(base_url=proxy.base_url, api_key=key, max_retries=0,
-                                    timeout=30)  # fmt: skip
+    return anthropic.AsyncAnthropic(base_url=proxy.base_url, api_key=key, max_retries=0, timeout=30)
 
 
-async def ask(proxy: Proxy, protocol: str, model: str, text: str | list[dict[str, str]],
-              stream: bool = False, key: str = KEYS["app"],
-              max_tokens: int = 30, **extra: Any) -> tuple[str, Mapping[str, str]]:  # fmt: skip
+async def ask(
+    proxy: Proxy,
+    protocol: str,
+    model: str,
+    text: str | list[dict[str, str]],
+    stream: bool = False,
+    key: str = KEYS["app"],
+    max_tokens: int = 30,
+    **extra: Any,
+) -> tuple[str, Mapping[str, str]]:
     """One request through the official SDK of ``protocol``: the answer's text and headers."""
     messages = [{"role": "user", "content": text}] if isinstance(text, str) else text
     if protocol == "chat":
         raw = await oai(proxy, key).chat.completions.with_raw_response.create(
-            model=model, messages=messages, stream=stream, max_tokens=max_tokens, **extra)  # fmt: skip
+            model=model, messages=messages, stream=stream, max_tokens=max_tokens, **extra
+        )
         if not stream:
             return raw.parse().choices[0].message.content or "", raw.headers
         parts = [c.choices[0].delta.content or "" async for c in raw.parse() if c.choices]
         return "".join(parts), raw.headers
     if protocol == "responses":
         raw = await oai(proxy, key).responses.with_raw_response.create(
-            model=model, input=messages, stream=stream, max_output_tokens=max_tokens, **extra)  # fmt: skip
+            model=model, input=messages, stream=stream, max_output_tokens=max_tokens, **extra
+        )
         if not stream:
             return raw.parse().output_text, raw.headers
         deltas = [e.delta async for e in raw.parse() if e.type == "response.output_text.delta"]
         return "".join(deltas), raw.headers
     raw = await ant(proxy, key).messages.with_raw_response.create(
-        model=model, max_tokens=max_tokens, messages=messages, stream=stream, **extra)  # fmt: skip
+        model=model, max_tokens=max_tokens, messages=messages, stream=stream, **extra
+    )
     parsed = await raw.parse()
     if not stream:
         return "".join(b.text for b in parsed.content if b.type == "text"), raw.headers
-    texts = [e.delta.text async for e in parsed
-             if e.type == "content_block_delta" and e.delta.type == "text_delta"]  # fmt: skip
+    texts = [
+        e.delta.text
+        async for e in parsed
+        if e.type == "content_block_delta" and e.delta.type == "text_delta"
+    ]
     return "".join(texts), raw.headers
 
 
@@ -104,8 +121,9 @@ ROUTER_CASES = [
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
-async def test_router_on_every_protocol(proxy: Proxy, clean_sim: SimProvider, protocol: str,
-                                        stream: bool) -> None:  # fmt: skip
+async def test_router_on_every_protocol(
+    proxy: Proxy, clean_sim: SimProvider, protocol: str, stream: bool
+) -> None:
     for query, action, expected in ROUTER_CASES:
         text, headers = await ask(proxy, protocol, "support-bot", query, stream)
         assert headers["x-gateway-action"] == action, query
@@ -119,9 +137,11 @@ async def test_router_on_every_protocol(proxy: Proxy, clean_sim: SimProvider, pr
 async def test_clarify_round_trip(proxy: Proxy, protocol: str) -> None:
     question, headers = await ask(proxy, protocol, "support-bot", "freeze")
     assert headers["x-gateway-action"] == "CLARIFY"
-    conversation = [{"role": "user", "content": "freeze"},
-                    {"role": "assistant", "content": question},
-                    {"role": "user", "content": "my account"}]  # fmt: skip
+    conversation = [
+        {"role": "user", "content": "freeze"},
+        {"role": "assistant", "content": question},
+        {"role": "user", "content": "my account"},
+    ]
     _, headers = await ask(proxy, protocol, "support-bot", conversation)
     assert headers["x-gateway-intent"] == "freeze_account"
 
@@ -129,10 +149,15 @@ async def test_clarify_round_trip(proxy: Proxy, protocol: str) -> None:
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 async def test_every_model_group(proxy: Proxy, protocol: str, stream: bool) -> None:
-    for group, provider in (("gpt-sim", "openai"), ("claude-sim", "anthropic"),
-                            ("gemini-sim", "gemini"), ("gpt-sim-mini", "openai")):  # fmt: skip
-        text, headers = await ask(proxy, protocol, group, f"hello {group} {protocol} {stream}",
-                                  stream)  # fmt: skip
+    for group, provider in (
+        ("gpt-sim", "openai"),
+        ("claude-sim", "anthropic"),
+        ("gemini-sim", "gemini"),
+        ("gpt-sim-mini", "openai"),
+    ):
+        text, headers = await ask(
+            proxy, protocol, group, f"hello {group} {protocol} {stream}", stream
+        )
         assert text.startswith("Simulated reply"), (group, text)
         assert headers["x-gateway-model-group"] == group
         assert headers["x-gateway-provider"] == provider
@@ -146,7 +171,10 @@ async def test_exact_and_semantic_hits(proxy: Proxy, protocol: str) -> None:
     second, h2 = await ask(proxy, protocol, "gpt-sim", question)
     third, h3 = await ask(proxy, protocol, "gpt-sim", question.lower().replace("?", ""))
     assert (h1["x-gateway-cache"], h2["x-gateway-cache"], h3["x-gateway-cache"]) == (
-        "MISS", "HIT_EXACT", "HIT_SEMANTIC")  # fmt: skip
+        "MISS",
+        "HIT_EXACT",
+        "HIT_SEMANTIC",
+    )
     assert first == second == third
 
 
@@ -160,7 +188,9 @@ def _log_records(proxy: Proxy, alias: str) -> list[dict[str, Any]]:
 
 async def _usage(proxy: Proxy) -> dict[str, Any]:
     async with httpx.AsyncClient(base_url=proxy.base_url) as http:
-        r = await http.get("/gateway/usage", headers={"authorization": f"Bearer {proxy.master_key}"})
+        r = await http.get(
+            "/gateway/usage", headers={"authorization": f"Bearer {proxy.master_key}"}
+        )
         r.raise_for_status()
         return dict(r.json())
 
@@ -180,8 +210,9 @@ async def test_each_request_is_logged_and_counted_once(proxy: Proxy, protocol: s
     assert len({r["request_id"] for r in records}) == sent
     usage = (await _usage(proxy))["key"][alias]
     assert usage["requests"] == sent
-    assert usage["tokens"] == sum(r["tokens"]["prompt"] + r["tokens"]["completion"]
-                                  for r in records)  # fmt: skip
+    assert usage["tokens"] == sum(
+        r["tokens"]["prompt"] + r["tokens"]["completion"] for r in records
+    )
     assert usage["spend_usd"] == pytest.approx(sum(r["cost_usd"] for r in records), rel=1e-6)
     assert usage["spend_usd"] > 0
 
@@ -200,15 +231,27 @@ async def test_budget_applies_on_every_protocol(proxy: Proxy, protocol: str) -> 
 async def _hold_a_stream(proxy: Proxy, protocol: str, key: str) -> None:
     """Open a stream, read its first event, then drop the connection."""
     async with httpx.AsyncClient(base_url=proxy.base_url, timeout=30) as http:
-        body: dict[str, Any] = {"model": "gpt-sim", "stream": True, "max_tokens": 500,
-                                "messages": [{"role": "user", "content": "a long story"}]}  # fmt: skip
-        path = {"chat": "/v1/chat/completions", "messages": "/v1/messages",
-                "responses": "/v1/responses"}[protocol]  # fmt: skip
+        body: dict[str, Any] = {
+            "model": "gpt-sim",
+            "stream": True,
+            "max_tokens": 500,
+            "messages": [{"role": "user", "content": "a long story"}],
+        }
+        path = {
+            "chat": "/v1/chat/completions",
+            "messages": "/v1/messages",
+            "responses": "/v1/responses",
+        }[protocol]
         if protocol == "responses":
-            body = {"model": "gpt-sim", "stream": True, "input": "a long story",
-                    "max_output_tokens": 500}  # fmt: skip
-        async with http.stream("POST", path, json=body,
-                               headers={"authorization": f"Bearer {key}"}) as r:  # fmt: skip
+            body = {
+                "model": "gpt-sim",
+                "stream": True,
+                "input": "a long story",
+                "max_output_tokens": 500,
+            }
+        async with http.stream(
+            "POST", path, json=body, headers={"authorization": f"Bearer {key}"}
+        ) as r:
             assert r.status_code == 200
             lines: AsyncIterator[str] = r.aiter_lines()
             await anext(lines)
@@ -248,8 +291,9 @@ async def test_parallel_slot_is_freed_after_success_error_and_disconnect(
 async def test_embeddings_miss_counts_one_request(proxy: Proxy) -> None:
     client = oai(proxy, KEYS["app"])
     before = (await _usage(proxy))["model"].get("embed-sim", {}).get("requests", 0)
-    raw = await client.embeddings.with_raw_response.create(model="embed-sim",
-                                                           input=["a unique embedding text"])  # fmt: skip
+    raw = await client.embeddings.with_raw_response.create(
+        model="embed-sim", input=["a unique embedding text"]
+    )
     assert raw.headers["x-gateway-cache"] == "MISS"
     after = (await _usage(proxy))["model"]["embed-sim"]["requests"]
     assert after - before == 1
@@ -257,7 +301,9 @@ async def test_embeddings_miss_counts_one_request(proxy: Proxy) -> None:
 
 async def test_structured_output_gets_a_model_answer(proxy: Proxy) -> None:
     raw = await oai(proxy, KEYS["app"]).chat.completions.with_raw_response.create(
-        model="support-bot", messages=[{"role": "user", "content": "I forgot my password"}],
-        response_format={"type": "json_object"})  # fmt: skip
+        model="support-bot",
+        messages=[{"role": "user", "content": "I forgot my password"}],
+        response_format={"type": "json_object"},
+    )
     assert raw.headers["x-gateway-structured-output"] == "model"
     json.loads(raw.parse().choices[0].message.content or "")

@@ -9,38 +9,77 @@ below are the red-team findings of issue 14, each through the real proxy.
 
 from __future__ import annotations
 
+import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from tests.integration.test_bad_input import (
+    FUZZ,
+    any_messages,
+    chat_bodies,
+    embedding_bodies,
+    encoded,
+    json_values,
+    parts,
+    texts,
+    valid_messages,
+)
 from tests.support.stack import Proxy, SimProvider, derive_gateway_config
 
 pytestmark = pytest.mark.integration
 KEY = "sk-test-surface-one-model-3e9a"
-PUBLIC = {("GET", "/gateway/health/live"), ("GET", "/gateway/health/ready"),
-          ("GET", "/gateway/dashboard")}  # fmt: skip
-GATEWAY_KEY_OK = {("POST", "/v1/chat/completions"), ("POST", "/chat/completions"),
-                  ("POST", "/v1/responses"), ("POST", "/responses"), ("POST", "/v1/messages"),
-                  ("POST", "/v1/embeddings"), ("POST", "/embeddings"), ("GET", "/v1/models"),
-                  ("GET", "/models"), ("GET", "/v1/models/{model_id}"),
-                  ("GET", "/models/{model_id}")}  # fmt: skip
+PUBLIC = {
+    ("GET", "/gateway/health/live"),
+    ("GET", "/gateway/health/ready"),
+    ("GET", "/gateway/dashboard"),
+}
+GATEWAY_KEY_OK = {
+    ("POST", "/v1/chat/completions"),
+    ("POST", "/chat/completions"),
+    ("POST", "/v1/responses"),
+    ("POST", "/responses"),
+    ("POST", "/v1/messages"),
+    ("POST", "/v1/embeddings"),
+    ("POST", "/embeddings"),
+    ("GET", "/v1/models"),
+    ("GET", "/models"),
+    ("GET", "/v1/models/{model_id}"),
+    ("GET", "/models/{model_id}"),
+}
 
 
 @pytest.fixture(scope="module")
-def proxy(log_dir: Path, sim: SimProvider,
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:  # fmt: skip
+def proxy(
+    log_dir: Path, sim: SimProvider, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Proxy]:
     def edit(data: dict[str, Any]) -> None:
-        data["access"] = {"keys": [{"alias": "one-model", "owner": "t", "env": "TEST_SURFACE_KEY",
-                                    "models": ["claude-sim"], "max_parallel": 4}]}  # fmt: skip
+        data["access"] = {
+            "keys": [
+                {
+                    "alias": "one-model",
+                    "owner": "t",
+                    "env": "TEST_SURFACE_KEY",
+                    "models": ["claude-sim"],
+                    "max_parallel": 4,
+                }
+            ]
+        }
 
     config = derive_gateway_config(tmp_path_factory.mktemp("surface"), edit)
     # provider keys exported as an operator would: they must never reach a gateway key
-    env = {"TEST_SURFACE_KEY": KEY, "OPENAI_API_KEY": "sk-operator-openai-secret-1",
-           "ANTHROPIC_API_KEY": "sk-operator-anthropic-secret-2"}  # fmt: skip
+    env = {
+        "TEST_SURFACE_KEY": KEY,
+        "OPENAI_API_KEY": "sk-operator-openai-secret-1",
+        "ANTHROPIC_API_KEY": "sk-operator-anthropic-secret-2",
+    }
     started = Proxy(log_dir, sim, gateway_config=config, extra_env=env, name="surface").start()
     yield started
     started.stop()
@@ -54,8 +93,12 @@ def http(proxy: Proxy) -> Iterator[httpx.Client]:
 
 def routes(http: httpx.Client, master: str) -> list[tuple[str, str]]:
     spec = http.get("/openapi.json", headers={"authorization": f"Bearer {master}"}).json()
-    return [(method.upper(), path) for path, item in spec["paths"].items() for method in item
-            if method in ("get", "post", "put", "patch", "delete")]  # fmt: skip
+    return [
+        (method.upper(), path)
+        for path, item in spec["paths"].items()
+        for method in item
+        if method in ("get", "post", "put", "patch", "delete")
+    ]
 
 
 def concrete(path: str) -> str:
@@ -82,10 +125,21 @@ def test_every_route_is_closed_unless_allowed(http: httpx.Client, proxy: Proxy) 
     assert usage.json()["in_flight"].get("key:one-model", 0) == 0
 
 
-@pytest.mark.parametrize("path", ["/openai/v1/chat/completions", "/anthropic/v1/messages",
-                                  "/openai_passthrough/v1/chat/completions", "/gemini/v1beta/x",
-                                  "/langfuse/x", "/v1/moderations", "/v1/completions",
-                                  "/v1/rerank", "/v1/images/generations", "/utils/token_counter"])  # fmt: skip
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/openai/v1/chat/completions",
+        "/anthropic/v1/messages",
+        "/openai_passthrough/v1/chat/completions",
+        "/gemini/v1beta/x",
+        "/langfuse/x",
+        "/v1/moderations",
+        "/v1/completions",
+        "/v1/rerank",
+        "/v1/images/generations",
+        "/utils/token_counter",
+    ],
+)
 def test_pass_through_and_other_llm_routes_are_closed_to_gateway_keys(
     http: httpx.Client, clean_sim: SimProvider, path: str
 ) -> None:
@@ -97,12 +151,27 @@ def test_pass_through_and_other_llm_routes_are_closed_to_gateway_keys(
     assert clean_sim.stats()["total"] == 0
 
 
-@pytest.mark.parametrize("path", ["/metrics", "/metrics/", "/METRICS", "//metrics",
-                                  "/gateway/usage/", "/model/info", "/router/settings",
-                                  "/cache/settings", "/credentials", "/routes",
-                                  "/fallback/claude-sim", "/debug/asyncio-tasks", "/health"])  # fmt: skip
-def test_operator_and_admin_routes_need_the_master_key(http: httpx.Client, proxy: Proxy,
-                                                       clean_sim: SimProvider, path: str) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/metrics",
+        "/metrics/",
+        "/METRICS",
+        "//metrics",
+        "/gateway/usage/",
+        "/model/info",
+        "/router/settings",
+        "/cache/settings",
+        "/credentials",
+        "/routes",
+        "/fallback/claude-sim",
+        "/debug/asyncio-tasks",
+        "/health",
+    ],
+)
+def test_operator_and_admin_routes_need_the_master_key(
+    http: httpx.Client, proxy: Proxy, clean_sim: SimProvider, path: str
+) -> None:
     assert http.get(path, headers={"authorization": f"Bearer {KEY}"}).status_code == 403
     assert http.get(path).status_code == 401
     assert clean_sim.stats()["total"] == 0  # /health would call every deployment
@@ -112,8 +181,11 @@ def test_fallbacks_never_reach_a_group_the_key_may_not_use(
     http: httpx.Client, clean_sim: SimProvider
 ) -> None:
     clean_sim.set_model("sim-claude", {"fault": {"http_500": 1.0}})
-    body = {"model": "claude-sim", "messages": [{"role": "user", "content": "hi there"}],
-            "cache": {"no-cache": True}}  # fmt: skip
+    body = {
+        "model": "claude-sim",
+        "messages": [{"role": "user", "content": "hi there"}],
+        "cache": {"no-cache": True},
+    }
     r = http.post("/v1/chat/completions", json=body, headers={"authorization": f"Bearer {KEY}"})
     assert r.status_code == 502  # claude-sim fails; its fallback gemini-sim is not granted
     assert clean_sim.count("sim-gemini") == 0
@@ -123,21 +195,33 @@ def test_fallbacks_never_reach_a_group_the_key_may_not_use(
     assert clean_sim.count("sim-gemini") == 0
 
 
-def test_fallback_answer_names_the_group_that_answered(http: httpx.Client, proxy: Proxy,
-                                                       clean_sim: SimProvider) -> None:  # fmt: skip
+def test_fallback_answer_names_the_group_that_answered(
+    http: httpx.Client, proxy: Proxy, clean_sim: SimProvider
+) -> None:
     clean_sim.set_model("sim-claude", {"fault": {"http_500": 1.0}})
-    body = {"model": "claude-sim", "messages": [{"role": "user", "content": "fall over"}],
-            "cache": {"no-cache": True}}  # fmt: skip
-    r = http.post("/v1/chat/completions", json=body,
-                  headers={"authorization": f"Bearer {proxy.master_key}"})  # fmt: skip
+    body = {
+        "model": "claude-sim",
+        "messages": [{"role": "user", "content": "fall over"}],
+        "cache": {"no-cache": True},
+    }
+    r = http.post(
+        "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {proxy.master_key}"}
+    )
     assert r.status_code == 200
     assert r.headers["x-gateway-model-group"] == "gemini-sim" == r.json()["model"]
     assert r.headers["x-gateway-attempted-fallbacks"] == "1"
 
 
-@pytest.mark.parametrize("field", [{"api_base": "http://127.0.0.1:1"}, {"user_config": {}},
-                                   {"mock_response": "pwned"}, {"litellm_metadata": {}},
-                                   {"metadata": {"model_group": "x"}, "x": 1}])  # fmt: skip
+@pytest.mark.parametrize(
+    "field",
+    [
+        {"api_base": "http://127.0.0.1:1"},
+        {"user_config": {}},
+        {"mock_response": "pwned"},
+        {"litellm_metadata": {}},
+        {"metadata": {"model_group": "x"}, "x": 1},
+    ],
+)
 def test_client_routing_controls_are_refused(http: httpx.Client, field: dict[str, Any]) -> None:
     body = {"model": "claude-sim", "messages": [{"role": "user", "content": "hi"}], **field}
     r = http.post("/v1/chat/completions", json=body, headers={"authorization": f"Bearer {KEY}"})
@@ -163,10 +247,17 @@ def test_no_internal_headers_reach_clients(http: httpx.Client, proxy: Proxy) -> 
         assert leaked == [] and "127.0.0.1" not in str(r.headers)
 
 
-@pytest.mark.parametrize("path", ["/v1/messages", "/v1/responses", "/v1/completions",
-                                  "/utils/token_counter", "/v1/chat/completions"])  # fmt: skip
-def test_chunked_bodies_over_the_limit_are_413(http: httpx.Client, proxy: Proxy,
-                                               path: str) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/messages",
+        "/v1/responses",
+        "/v1/completions",
+        "/utils/token_counter",
+        "/v1/chat/completions",
+    ],
+)
+def test_chunked_bodies_over_the_limit_are_413(http: httpx.Client, proxy: Proxy, path: str) -> None:
     def chunks() -> Iterator[bytes]:
         for _ in range(10):
             yield b"x" * 1_000_000
@@ -175,13 +266,34 @@ def test_chunked_bodies_over_the_limit_are_413(http: httpx.Client, proxy: Proxy,
     assert r.status_code == 413
 
 
-@pytest.mark.parametrize("body", [b"null", b"[]", b'"x"', b"5", b"{", b'{"model": ["a"]}',
-                                  b'{"model": "claude-sim", "metadata": null}'])  # fmt: skip
-@pytest.mark.parametrize("path", ["/v1/messages", "/v1/responses", "/v1/chat/completions",
-                                  "/v1/embeddings", "/v1/moderations", "/v1/rerank",
-                                  "/v1/audio/speech", "/v1/images/generations"])  # fmt: skip
-def test_malformed_bodies_are_4xx_with_and_without_a_key(http: httpx.Client, path: str,
-                                                         body: bytes) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"null",
+        b"[]",
+        b'"x"',
+        b"5",
+        b"{",
+        b'{"model": ["a"]}',
+        b'{"model": "claude-sim", "metadata": null}',
+    ],
+)
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/messages",
+        "/v1/responses",
+        "/v1/chat/completions",
+        "/v1/embeddings",
+        "/v1/moderations",
+        "/v1/rerank",
+        "/v1/audio/speech",
+        "/v1/images/generations",
+    ],
+)
+def test_malformed_bodies_are_4xx_with_and_without_a_key(
+    http: httpx.Client, path: str, body: bytes
+) -> None:
     for headers in ({}, {"authorization": f"Bearer {KEY}"}):
         r = http.post(path, content=body, headers={**headers, "content-type": "application/json"})
         assert 400 <= r.status_code < 500, (path, body, r.status_code, r.text[:200])
@@ -191,16 +303,120 @@ def test_long_prompts_are_never_semantic_hits(http: httpx.Client, proxy: Proxy) 
     preamble = " ".join(["Please read these instructions carefully before answering."] * 8)
     master = {"authorization": f"Bearer {proxy.master_key}"}
     for word in ("cat", "dog"):
-        body = {"model": "gpt-sim", "messages": [
-            {"role": "user", "content": f"{preamble} Translate the word {word} into French."}]}  # fmt: skip
+        body = {
+            "model": "gpt-sim",
+            "messages": [
+                {"role": "user", "content": f"{preamble} Translate the word {word} into French."}
+            ],
+        }
         r = http.post("/v1/chat/completions", json=body, headers=master)
         assert r.status_code == 200
         assert r.headers["x-gateway-cache"] != "HIT_SEMANTIC"
 
 
 def test_client_ttl_is_capped(http: httpx.Client, proxy: Proxy) -> None:
-    body = {"model": "gpt-sim", "messages": [{"role": "user", "content": "ttl question"}],
-            "cache": {"ttl": 10**12}}  # fmt: skip
-    r = http.post("/v1/chat/completions", json=body,
-                  headers={"authorization": f"Bearer {proxy.master_key}"})  # fmt: skip
+    body = {
+        "model": "gpt-sim",
+        "messages": [{"role": "user", "content": "ttl question"}],
+        "cache": {"ttl": 10**12},
+    }
+    r = http.post(
+        "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {proxy.master_key}"}
+    )
     assert r.status_code == 200 and r.headers["x-gateway-cache"] == "MISS"
+
+
+# -- bounded fuzz of every LLM endpoint, with and without a key ------------------------------
+
+responses_bodies = st.fixed_dictionaries(
+    {},
+    optional={
+        "model": st.sampled_from(["claude-sim", "gpt-sim", "support-bot"]) | json_values,
+        "input": texts | any_messages | json_values,
+        "instructions": texts | json_values,
+        "text": st.fixed_dictionaries({"format": json_values}) | json_values,
+        "tools": json_values,
+        "stream": st.booleans() | json_values,
+        "max_output_tokens": st.integers(-5, 2**40) | json_values,
+        "previous_response_id": texts,
+        "store": json_values,
+    },
+)
+messages_bodies = st.fixed_dictionaries(
+    {},
+    optional={
+        "model": st.sampled_from(["claude-sim", "gpt-sim", "support-bot"]) | json_values,
+        "max_tokens": st.integers(-5, 2**40) | json_values,
+        "messages": valid_messages
+        | any_messages
+        | st.lists(
+            st.fixed_dictionaries(
+                {
+                    "role": st.sampled_from(["user", "assistant"]),
+                    "content": st.lists(
+                        parts
+                        | st.fixed_dictionaries(
+                            {
+                                "type": st.sampled_from(
+                                    ["tool_use", "tool_result", "image", "document"]
+                                )
+                            }
+                        ),
+                        max_size=3,
+                    ),
+                }
+            ),
+            max_size=3,
+        )
+        | json_values,
+        "system": texts | json_values,
+        "stream": st.booleans() | json_values,
+        "metadata": json_values,
+        "tools": json_values,
+        "tool_choice": json_values,
+        "temperature": st.floats() | json_values,
+        "stop_sequences": json_values,
+    },
+)
+ENDPOINTS = {
+    "/v1/chat/completions": chat_bodies,
+    "/v1/embeddings": embedding_bodies,
+    "/v1/responses": responses_bodies,
+    "/v1/messages": messages_bodies,
+}
+
+
+@settings(FUZZ, max_examples=160)
+@given(data=st.data(), path=st.sampled_from(sorted(ENDPOINTS)), keyed=st.booleans())
+def test_fuzz_llm_endpoints_never_a_server_error(
+    http: httpx.Client, data: st.DataObject, path: str, keyed: bool
+) -> None:
+    raw, _, _ = data.draw(encoded(ENDPOINTS[path]))
+    headers = {"content-type": "application/json"}
+    if keyed:
+        headers["authorization"] = f"Bearer {KEY}"
+    r = http.post(path, content=raw, headers=headers)
+    assert r.status_code < 500, (path, raw[:300], r.status_code, r.text[:300])
+    if not keyed:
+        assert r.status_code == 401
+    if r.status_code >= 400:
+        body = r.json()
+        if path == "/v1/messages":
+            assert body["type"] == "error" and body["error"]["message"]
+        else:
+            assert body["error"]["message"] and body["error"]["type"]
+
+
+def test_after_the_sweep_and_fuzz_no_slot_is_held_and_usage_matches(
+    http: httpx.Client, proxy: Proxy
+) -> None:
+    """Runs last in this module: every admitted request was finished exactly once."""
+    time.sleep(1)  # the request log is written by a thread
+    admitted = 0
+    for line in proxy.process.log_path.read_text(errors="replace").splitlines():
+        if line.startswith('{"ts"') and '"key_alias":"one-model"' in line:
+            admitted += bool(json.loads(line)["admitted"])
+    master = {"authorization": f"Bearer {proxy.master_key}"}
+    usage = http.get("/gateway/usage", headers=master).json()
+    assert usage["in_flight"]["key:one-model"] == 0
+    assert usage["key"]["one-model"]["requests"] == admitted > 0

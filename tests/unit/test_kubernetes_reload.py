@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from extensions.app.reload import ConfigReloader, Generations
 from extensions.config.loader import config_chain, read_gateway_yaml
-from extensions.hooks.reload import ConfigReloader, Generations
 from tests.support import kubelet
 
 pytestmark = pytest.mark.unit
@@ -39,7 +39,7 @@ def reloader(mounted: Path) -> ConfigReloader:
 
     def parts() -> Any:
         return SimpleNamespace(
-            callback=SimpleNamespace(),
+            pipeline=SimpleNamespace(generation=0),
             observer=OBSERVER,
             link=None,
             verifier=None,
@@ -47,8 +47,7 @@ def reloader(mounted: Path) -> ConfigReloader:
             yaml=read_gateway_yaml(mounted),
         )
 
-    auth: Any = SimpleNamespace(verifier=None)
-    return ConfigReloader(mounted, Generations(parts()), auth, lambda _previous: parts())
+    return ConfigReloader(mounted, Generations(parts()), lambda _previous: parts())
 
 
 def loaded(watcher: ConfigReloader) -> Any:
