@@ -85,7 +85,7 @@ _CARD_ISSUER = re.compile(
     r"|5[1-5]\d{14}|2(?:22[1-9]|2[3-9]\d|[3-6]\d\d|7[01]\d|720)\d{12}"  # Mastercard
     r"|3[47]\d{13}"  # American Express
     r"|3(?:0[0-5]|[689]\d)\d{11,16}"  # Diners Club
-    r"|35(?:2[89]|[3-8]\d)\d{12,15}"  # JCB
+    r"|35\d{14,17}|(?:2131|1800)\d{11}"  # JCB
     r"|6\d{15,18}"  # Discover, UnionPay, Maestro 6
     r"|5[06-9]\d{10,17}"  # Maestro 5
 )
@@ -148,6 +148,8 @@ def _us_ssns(text: str) -> Iterator[Span]:
     for m in _SSN.finditer(text):
         if us_ssn_ok(m.group(1), m.group(3), m.group(4)):
             yield m.start(), m.end(), "us_ssn"
+    if not _SSN_CONTEXT.search(text):
+        return
     for m in _SSN_BARE.finditer(text):  # nine bare digits only next to the words
         if _SSN_CONTEXT.search(text, max(0, m.start() - 32), m.start()) and us_ssn_ok(*m.groups()):
             yield m.start(), m.end(), "us_ssn_context"
@@ -170,12 +172,13 @@ _PHONE = re.compile(
 )
 _PHONE_WORDS = re.compile(
     r"(?i)\b(?:phone|tel|telephone|mobile|cell|call|ring|text|sms|whatsapp|fax|dial"
-    r"|contact|reach|number is)\w*"
+    r"|contact|reach)\w*"
 )
 _NOT_PHONE_WORDS = re.compile(
     r"(?i)\b(?:order|invoice|ref|reference|tracking|account|acct|ticket|case|sku|serial"
     r"|item|part|po|confirmation|booking|transaction|id|isbn|version|build|zip|postcode"
-    r"|total|amount|population|batch|lot|policy|claim|customer no)\b"
+    r"|total|amount|population|batch|lot|policy|claim|customer no|ssn|social security|nino"
+    r"|national insurance|iban)\b"
 )
 _DATE = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}|\d{4}-\d{4}")
 _EXTENSION = re.compile(r"\s?(?:x|ext\.?\s?)\d{1,5}$")
@@ -197,12 +200,13 @@ def _phone_ok(candidate: str, text: str, start: int) -> bool:
     n = len(digits)
     if n < 7 or n > 17 or _DATE.fullmatch(core):
         return False
-    if "." in core and (len(groups) == 2 or (len(groups) == 4 and max(map(len, groups)) <= 3)):
+    international = core.startswith("+") or (core.startswith("00") and digits[2:3] != "0")
+    dotted = "." in core and not international
+    if dotted and (len(groups) == 2 or (len(groups) == 4 and max(map(len, groups)) <= 3)):
         return False  # a decimal number or an IP address
     phone_word, other_word = _context(text, start)
     if other_word > phone_word:
         return False  # "order 555-123-4567", "ticket 0113 496 0000"
-    international = core.startswith("+") or (core.startswith("00") and digits[2:3] != "0")
     if international:
         return 8 <= n - (2 if core.startswith("00") else 0) <= 15
     if n > 15:
@@ -213,7 +217,7 @@ def _phone_ok(candidate: str, text: str, start: int) -> bool:
         return False  # bare digits need a phone word nearby
     sizes = [len(g) for g in groups]
     nanp = (n == 10 and sizes in ([3, 3, 4], [3, 7])) or (n == 11 and sizes == [1, 3, 3, 4])
-    national = digits[0] == "0" and 9 <= n <= 12 and min(sizes) >= 2
+    national = digits[0] == "0" and 10 <= n <= 12 and min(sizes) >= 2 and sizes != [3, 2, 4]
     return nanp or national
 
 
@@ -241,11 +245,34 @@ _SECRET = re.compile(
     r"(?:.*?-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|.*\Z))",
     re.DOTALL,
 )
-_ASSIGNED = re.compile(
-    r"(?i)(?:\b(?:api[_-]?key|apikey|secret(?:[_-]?key)?|client[_-]?secret|access[_-]?key"
-    r"|access[_-]?token|auth[_-]?token|token|password|passwd|pwd|private[_-]?key)"
-    r"[\"']?\s*[:=]\s*[\"']?|\bbearer\s+)([A-Za-z0-9_\-+/=.~]{12,})"
+_SECRET_MARKERS: tuple[str, ...] = (
+    "sk-",
+    "sk_",
+    "rk_",
+    "AKIA",
+    "ASIA",
+    "ABIA",
+    "ACCA",
+    "ghp_",
+    "gho_",
+    "ghu_",
 )
+_SECRET_MARKERS += (
+    "ghs_",
+    "ghr_",
+    "github_pat_",
+    "xox",
+    "hooks.slack",
+    "AIza",
+    "eyJ",
+    "-----BEGIN",
+)
+# a value assigned to a name that ends like a secret's (AWS_SECRET_ACCESS_KEY=, "password": ...)
+_ASSIGNED = re.compile(
+    r"(?i)(?:(?:api[_-]?key|apikey|secret|access[_-]?key|token|password|passwd|pwd"
+    r"|private[_-]?key|credentials?)[\"']?\s*[:=]\s*[\"']?|\bbearer\s+)([^\s\"'`<>,;]{12,})"
+)
+_ASSIGN_MARKERS = ("key", "secret", "token", "pass", "pwd", "bearer", "credential")
 _PLACEHOLDER = re.compile(r"(?i)your|example|xxxx|changeme|placeholder|redacted|dummy|<|\$\{")
 
 
@@ -259,13 +286,17 @@ def _high_entropy(value: str, min_bits: float) -> bool:
 
 
 def _secrets(text: str) -> Iterator[Span]:
-    for m in _SECRET.finditer(text):
-        rule = m.lastgroup or "secret"
-        if rule != "openai" or _high_entropy(m.group(), 3.5):  # not "sk-learn-docs-..."
-            yield m.start(), m.end(), rule
-    for m in _ASSIGNED.finditer(text):
-        if _high_entropy(m.group(1), 3.0):
-            yield m.start(1), m.end(1), "assigned_secret"
+    if any(marker in text for marker in _SECRET_MARKERS):
+        for m in _SECRET.finditer(text):
+            rule = m.lastgroup or "secret"
+            if rule != "openai" or _high_entropy(m.group(), 3.5):  # not "sk-learn-docs-..."
+                yield m.start(), m.end(), rule
+    lower = text.lower()
+    if any(marker in lower for marker in _ASSIGN_MARKERS):
+        for m in _ASSIGNED.finditer(text):
+            value = m.group(1).rstrip(".)]}")
+            if _high_entropy(value, 3.0):
+                yield m.start(1), m.start(1) + len(value), "assigned_secret"
 
 
 # ---------------------------------------------------------------- scanning
