@@ -62,7 +62,8 @@ def eval_pii(args: argparse.Namespace) -> int:
     print(
         f"added latency per request ({lat.requests} chat requests of {lat.mean_chars:.0f} chars "
         f"on average, redact with every kind): p50 {lat.p50_ms:.3f} ms, "
-        f"p99 {lat.p99_ms:.3f} ms, max {lat.max_ms:.3f} ms"
+        f"p99 {lat.p99_ms:.3f} ms, max {lat.max_ms:.3f} ms; CPU time p50 {lat.cpu_p50_ms:.3f} ms, "
+        f"p99 {lat.cpu_p99_ms:.3f} ms"
     )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

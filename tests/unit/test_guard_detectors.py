@@ -173,6 +173,7 @@ HARD_NEGATIVES = [
     "Save it as icon@2x.png please, then ping @dev-team.",
     "the checksum should be 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
     "zip code 90210-1234, pages 100-250",
+    "Part 535-33-7186-A is out of stock.",  # an SSN shape inside a longer code
 ]
 
 
