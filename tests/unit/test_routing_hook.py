@@ -70,9 +70,11 @@ async def test_respond_sets_a_zero_usage_mock_response() -> None:
 
 async def test_handoff_record_reaches_sink() -> None:
     sink = RecordingSink()
-    hook = RoutingHook(engine_for("bill"), HandoffDispatcher({"log": sink}))
+    dispatcher = HandoffDispatcher({"log": sink})
+    hook = RoutingHook(engine_for("bill"), dispatcher)
     data = request("charged twice")
     await hook.apply(data, "alice")
+    await dispatcher.close()  # delivery happens off the request path; close waits for it
     assert len(sink.records) == 1
     record = sink.records[0]
     assert (record["queue"], record["intent"], record["key_alias"]) == ("billing", "bill", "alice")
@@ -80,7 +82,7 @@ async def test_handoff_record_reaches_sink() -> None:
     assert record["conversation"][-1]["content"] == "charged twice"
 
 
-async def test_failing_sink_falls_back_to_log_and_still_answers(
+async def test_failing_sink_dead_letters_and_still_answers(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     dispatcher = HandoffDispatcher({"log": RecordingSink(fail=True)})
@@ -88,8 +90,9 @@ async def test_failing_sink_falls_back_to_log_and_still_answers(
     data = request("charged twice")
     await hook.apply(data, None)
     assert data["mock_response"].choices[0].message.content == "wait"
+    await dispatcher.close()
     assert dispatcher.failures == 1
-    assert "undelivered_to" in caplog.text
+    assert '"reason": "ConnectionError: sink down"' in caplog.text
 
 
 async def test_classifier_failure_fails_open_to_default_model() -> None:
