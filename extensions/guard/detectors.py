@@ -60,10 +60,12 @@ Detector = Callable[[str], Iterator[Span]]
 
 # ---------------------------------------------------------------- e-mail addresses
 
-_EMAIL = re.compile(
-    r"(?<![\w.%+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}"
+# Patterns start with a character class where they can (a lookbehind comes after it):
+# the regular expression engine then skips quickly to the positions worth trying.
+_EMAIL_DOMAIN = re.compile(
     r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+([A-Za-z]{2,24})(?![\w-])"
 )
+_LOCAL_PART = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-")
 _FILE_SUFFIXES = frozenset(
     {"png", "jpg", "jpeg", "gif", "svg", "webp", "ico", "js", "ts", "css", "py", "html", "json"}
 )
@@ -72,14 +74,22 @@ _FILE_SUFFIXES = frozenset(
 def _emails(text: str) -> Iterator[Span]:
     if "@" not in text:
         return
-    for m in _EMAIL.finditer(text):
-        if m.group(1).lower() not in _FILE_SUFFIXES:  # icon@2x.png is a file name
-            yield m.start(), m.end(), "email"
+    for m in _EMAIL_DOMAIN.finditer(text):
+        if m.group(1).lower() in _FILE_SUFFIXES:  # icon@2x.png is a file name
+            continue
+        at = start = m.start()
+        while start > 0 and text[start - 1] in _LOCAL_PART and at - start <= 64:
+            start -= 1
+        if start == at or at - start > 64 or not text[start].isalnum():
+            continue
+        if start > 0 and text[start - 1].isalnum():  # a letter outside ASCII
+            continue
+        yield start, m.end(), "email"
 
 
 # ---------------------------------------------------------------- payment cards
 
-_CARD = re.compile(r"(?<![\w+.,/-])\d(?:[ -]?\d){12,18}(?![\w]|[.,/-]\d)")
+_CARD = re.compile(r"\d(?<![\w+.,/-]\d)(?:[ -]?\d){12,18}(?![\w]|[.,/-]\d)")
 _CARD_ISSUER = re.compile(
     r"4(?:\d{12}|\d{15}|\d{18})"  # Visa 13, 16, 19
     r"|5[1-5]\d{14}|2(?:22[1-9]|2[3-9]\d|[3-6]\d\d|7[01]\d|720)\d{12}"  # Mastercard
@@ -114,7 +124,7 @@ def _cards(text: str) -> Iterator[Span]:
 
 # ---------------------------------------------------------------- IBANs
 
-_IBAN = re.compile(r"\b([A-Z]{2}\d{2})((?: ?[A-Z0-9]){10,32})")
+_IBAN = re.compile(r"([A-Z](?<!\w[A-Z])[A-Z]\d{2})((?: ?[A-Z0-9]){10,32})")
 
 
 def _ibans(text: str) -> Iterator[Span]:
@@ -139,8 +149,9 @@ def _ibans(text: str) -> Iterator[Span]:
 
 # ---------------------------------------------------------------- national identifiers
 
-_SSN = re.compile(r"(?<![\w-])(\d{3})([- ])(\d{2})\2(\d{4})(?![\w]|-\w)")  # not in 123-45-6789-A
-_SSN_BARE = re.compile(r"(?<![\w-])(\d{3})(\d{2})(\d{4})(?![\w]|-\w)")
+# (?![\w]|-\w): not part of a longer code such as 123-45-6789-A
+_SSN = re.compile(r"(\d(?<![\w-]\d)\d\d)([- ])(\d{2})\2(\d{4})(?![\w]|-\w)")
+_SSN_BARE = re.compile(r"(\d(?<![\w-]\d)\d\d)(\d{2})(\d{4})(?![\w]|-\w)")
 _SSN_CONTEXT = re.compile(r"(?i)\b(?:ssn|social security|ss#|ss no)")
 
 
@@ -155,7 +166,7 @@ def _us_ssns(text: str) -> Iterator[Span]:
             yield m.start(), m.end(), "us_ssn_context"
 
 
-_NINO = re.compile(r"(?<!\w)([A-Z]{2}) ?(\d{2}) ?(\d{2}) ?(\d{2}) ?([A-D])(?!\w)")
+_NINO = re.compile(r"([A-Z](?<!\w[A-Z])[A-Z]) ?(\d{2}) ?(\d{2}) ?(\d{2}) ?([A-D])(?!\w)")
 
 
 def _uk_ninos(text: str) -> Iterator[Span]:
@@ -166,10 +177,8 @@ def _uk_ninos(text: str) -> Iterator[Span]:
 
 # ---------------------------------------------------------------- phone numbers
 
-_PHONE = re.compile(
-    r"(?<![\w@.+/:#$€£%,-])(?:\+|\()?\d[\d \t().-]{5,30}\d(?:\s?(?:x|ext\.?\s?)\d{1,5})?"
-    r"(?![\w/]|[.,:-]\d)"
-)
+_PHONE = re.compile(r"[+(\d][\d \t().-]{5,30}\d(?:\s?(?:x|ext\.?\s?)\d{1,5})?")
+_NOT_BEFORE_PHONE = frozenset("_@.+/:#$€£%,-")  # nor a letter or digit
 _PHONE_WORDS = re.compile(
     r"(?i)\b(?:phone|tel|telephone|mobile|cell|call|ring|text|sms|whatsapp|fax|dial"
     r"|contact|reach)\w*"
@@ -221,8 +230,25 @@ def _phone_ok(candidate: str, text: str, start: int) -> bool:
     return nanp or national
 
 
+def _phone_bounded(text: str, start: int, end: int) -> bool:
+    """Not glued to a word, a path, an amount or a longer number on either side."""
+    before = text[start - 1] if start else " "
+    if before.isalnum() or before in _NOT_BEFORE_PHONE:
+        return False
+    if text[start] in "+(" and not text[start + 1].isdigit():
+        return False
+    after = text[end : end + 2]
+    if not after:
+        return True
+    return not (
+        after[0].isalnum() or after[0] in "_/" or (after[0] in ".,:-" and after[1:].isdigit())
+    )
+
+
 def _phones(text: str) -> Iterator[Span]:
     for m in _PHONE.finditer(text):
+        if not _phone_bounded(text, m.start(), m.end()):
+            continue
         candidate = m.group().rstrip(" \t.-(")
         if candidate.count("(") != candidate.count(")"):
             continue
@@ -268,10 +294,12 @@ _SECRET_MARKERS += (
     "-----BEGIN",
 )
 # a value assigned to a name that ends like a secret's (AWS_SECRET_ACCESS_KEY=, "password": ...)
-_ASSIGNED = re.compile(
-    r"(?i)(?:(?:api[_-]?key|apikey|secret|access[_-]?key|token|password|passwd|pwd"
-    r"|private[_-]?key|credentials?)[\"']?\s*[:=]\s*[\"']?|\bbearer\s+)([^\s\"'`<>,;]{12,})"
+_ASSIGNED = re.compile(r"[:=](?=[ \t]*[\"']?([^\s\"'`<>,;]{12,}))")  # zero-width: overlaps
+_SECRET_NAME = re.compile(  # just before the ':' or '=' of _ASSIGNED
+    r"(?i)(?:api[_-]?key|apikey|secret|access[_-]?key|token|password|passwd|pwd"
+    r"|private[_-]?key|credentials?)[\"']?\s*$"
 )
+_BEARER = re.compile(r"(?i)\bbearer\s+([^\s\"'`<>,;]{12,})")
 _ASSIGN_MARKERS = ("key", "secret", "token", "pass", "pwd", "bearer", "credential")
 _PLACEHOLDER = re.compile(r"(?i)your|example|xxxx|changeme|placeholder|redacted|dummy|<|\$\{")
 
@@ -292,11 +320,18 @@ def _secrets(text: str) -> Iterator[Span]:
             if rule != "openai" or _high_entropy(m.group(), 3.5):  # not "sk-learn-docs-..."
                 yield m.start(), m.end(), rule
     lower = text.lower()
-    if any(marker in lower for marker in _ASSIGN_MARKERS):
-        for m in _ASSIGNED.finditer(text):
+    if not any(marker in lower for marker in _ASSIGN_MARKERS):
+        return
+    for m in _ASSIGNED.finditer(text):
+        if _SECRET_NAME.search(text, max(0, m.start() - 32), m.start()):
             value = m.group(1).rstrip(".)]}")
             if _high_entropy(value, 3.0):
                 yield m.start(1), m.start(1) + len(value), "assigned_secret"
+    if "bearer" in lower:
+        for m in _BEARER.finditer(text):
+            value = m.group(1).rstrip(".)]}")
+            if _high_entropy(value, 3.0):
+                yield m.start(1), m.start(1) + len(value), "bearer_token"
 
 
 # ---------------------------------------------------------------- scanning

@@ -119,6 +119,11 @@ POSITIVES = [
     ),
     ('{"password": "Tr0ub4dor&3xKq9zLm2"}', Kind.SECRET, "Tr0ub4dor&3xKq9zLm2"),
     (
+        "app.yaml:\n  client_secret: 6a885cf648431ff1b52910491fa432d7\n",
+        Kind.SECRET,
+        "6a885cf648431ff1b52910491fa432d7",
+    ),
+    (
         "Authorization: Bearer 9f8e7d6c5b4a39281706f5e4d3c2b1a0",
         Kind.SECRET,
         "9f8e7d6c5b4a39281706f5e4d3c2b1a0",
