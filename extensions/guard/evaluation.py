@@ -166,6 +166,21 @@ def typical_requests(examples: Sequence[Example], count: int, seed: int = 7) -> 
     return requests
 
 
+def long_requests(examples: Sequence[Example], count: int, chars: int = 32_000) -> list[list[Any]]:
+    """Long conversations (about ``chars`` characters each) built the same way."""
+    rng = random.Random(11)
+    requests = []
+    for _ in range(count):
+        messages: list[Any] = [{"role": "system", "content": SYSTEM_PROMPT}]
+        size = len(SYSTEM_PROMPT)
+        while size < chars:
+            text = rng.choice(examples).text
+            messages.append({"role": "user" if len(messages) % 2 else "assistant", "content": text})
+            size += len(text)
+        requests.append(messages)
+    return requests
+
+
 @dataclass(frozen=True, slots=True)
 class Latency:
     """Wall-clock and CPU (this thread's) milliseconds per request; CPU time leaves out
@@ -190,7 +205,7 @@ def redact_messages(policy: RoutePolicy, messages: Sequence[Any]) -> list[Any]:
     return with_texts(messages, verdict.texts)
 
 
-def latency(requests: Sequence[Sequence[Any]], warmup: int = 200) -> Latency:
+def latency(requests: Sequence[Sequence[Any]], warmup: int = 50) -> Latency:
     """Time ``redact_messages`` with every kind enabled, once per request after a warm-up."""
     policy = RoutePolicy(action=GuardAction.REDACT)
     for messages in requests[:warmup]:

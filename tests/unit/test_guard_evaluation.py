@@ -139,4 +139,5 @@ def test_eval_pii_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert report["spans"]["email"]["recall"] == 1.0
     assert report["spans"][ALL]["precision"] == 1.0
     assert report["latency"]["requests"] == 20
+    assert "long conversations" in printed and report["latency_long"]["mean_chars"] >= 32_000
     assert main(["eval-pii", "--data", str(tmp_path / "none.jsonl")]) == 2
