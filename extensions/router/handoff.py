@@ -25,7 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import httpx
 
-from extensions.guard.records import Prepared, RecordRedactor, prepare
+from extensions.guard.records import CONVERSATION, Prepared, RecordRedactor, prepare
 from extensions.router.settings import (
     HandoffSink,
     LogSink,
@@ -226,6 +226,16 @@ class _Lane:
                 self.queue.task_done()
 
 
+def without_conversation(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The record less its conversation (replaced by the number of turns): what a dead
+    letter written on the request path keeps, so that the request never pays for
+    bounding and redacting a large conversation."""
+    turns = record.get(CONVERSATION)
+    out = {k: v for k, v in record.items() if k != CONVERSATION}
+    out["conversation_dropped_turns"] = len(turns) if isinstance(turns, list) else 0
+    return out
+
+
 class HandoffDispatcher:
     """Named sinks, each with a bounded queue and background workers."""
 
@@ -331,11 +341,11 @@ class HandoffDispatcher:
         """Queue ``record`` for ``sink`` and return at once (call on the event loop).
 
         False when it could not be queued (unknown sink, queue full): it is then
-        dead-lettered here, bounded and redacted first (cost bounded by max_record_bytes).
+        dead-lettered here without its conversation (see ``without_conversation``).
         """
         lane = self._lanes.get(sink)
         if lane is None:
-            prepared = prepare(record, 65_536, self._unknown_redactor).record
+            prepared = prepare(without_conversation(record), 4_096, self._unknown_redactor).record
             logger.error("handoff %s: unknown sink %r", record.get("id"), sink)
             self._unknown.write(sink, "unknown sink", 0, prepared)
             return False
@@ -344,7 +354,8 @@ class HandoffDispatcher:
         try:
             lane.queue.put_nowait(record)
         except asyncio.QueueFull:
-            lane.dead_letter(lane.counted(lane.prepare(record)), "queue full", 0)
+            light = prepare(without_conversation(record), 4_096, lane.redactor)
+            lane.dead_letter(lane.counted(light), "queue full", 0)
             return False
         lane.counters.enqueued += 1
         lane.counters.queue_depth = lane.queue.qsize()

@@ -181,8 +181,12 @@ async def test_the_queue_is_bounded_and_shutdown_dead_letters_the_rest(
     await asyncio.sleep(0.3)  # the worker takes one to the (slow) webhook
     assert dispatcher.queue_depth == 1
     await dispatcher.close(timeout_s=0.2)
-    reasons = [line["reason"] for line in dead_letters(path)]
-    assert reasons == ["queue full"] * 4 + ["shutdown"] * 2
+    lines = dead_letters(path)
+    assert [line["reason"] for line in lines] == ["queue full"] * 4 + ["shutdown"] * 2
+    # written on the request path: without the conversation; at shutdown: with it
+    assert lines[0]["record"]["conversation_dropped_turns"] == 1
+    assert "conversation" not in lines[0]["record"]
+    assert lines[-1]["record"]["conversation"][0]["content"] == "n1 [EMAIL]"
     assert EMAIL not in path.read_text()
     assert dispatcher.delivered == 0 and dispatcher.dead_lettered == 6
 
