@@ -97,7 +97,7 @@ _CARD_ISSUER = re.compile(
     r"|3(?:0[0-5]|[689]\d)\d{11,16}"  # Diners Club
     r"|35\d{14,17}|(?:2131|1800)\d{11}"  # JCB
     r"|6\d{15,18}"  # Discover, UnionPay, Maestro 6
-    r"|5[06-9]\d{10,17}"  # Maestro 5
+    r"|5[06-9]\d{11,17}"  # Maestro 5
 )
 
 
@@ -114,12 +114,22 @@ def _card_groups_ok(candidate: str) -> bool:
     return all(s == 4 for s in sizes[:-1]) and 1 <= sizes[-1] <= 4
 
 
+def _card_ok(candidate: str) -> bool:
+    digits = candidate.replace(" ", "").replace("-", "")
+    return bool(_card_groups_ok(candidate) and _CARD_ISSUER.fullmatch(digits) and luhn_ok(digits))
+
+
 def _cards(text: str) -> Iterator[Span]:
     for m in _CARD.finditer(text):
         candidate = m.group()
-        digits = candidate.replace(" ", "").replace("-", "")
-        if _card_groups_ok(candidate) and _CARD_ISSUER.fullmatch(digits) and luhn_ok(digits):
-            yield m.start(), m.end(), "card_luhn"
+        # the whole run, else without a last group of 3-4 digits: a CVV right after the
+        # number ("4111 1111 1111 1111 123")
+        cut = max(candidate.rfind(" "), candidate.rfind("-"))
+        ends = [len(candidate)] + ([cut] if 3 <= len(candidate) - cut - 1 <= 4 else [])
+        for end in ends:
+            if _card_ok(candidate[:end]):
+                yield m.start(), m.start() + end, "card_luhn"
+                break
 
 
 # ---------------------------------------------------------------- IBANs
