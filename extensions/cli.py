@@ -136,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="folder for analytics.md and analytics.json")  # fmt: skip
     rep.add_argument("--top", type=int, default=10, help="intents shown in the cost table")
 
+    pii = sub.add_parser("eval-pii", help="precision / recall and latency of the PII guardrail")
+    pii.add_argument("--data", type=Path, help="labelled JSONL (default: the shipped test split)")
+    pii.add_argument("--json", type=Path, help="write the report here")
+    pii.add_argument("--requests", type=int, default=3000, help="chat requests to time")
+
     check = sub.add_parser("check-config", help="validate config/gateway.yaml and exit")
     check.add_argument("--gateway-config", type=Path, default=DEFAULT_GATEWAY_CONFIG)
     check.add_argument("--config", type=Path, default=DEFAULT_LITELLM_CONFIG)
@@ -171,6 +176,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from extensions.cache.commands import calibrate_cache
 
             return calibrate_cache(args)
+        if args.command == "eval-pii":
+            from extensions.guard.commands import eval_pii
+
+            return eval_pii(args)
         if args.command == "finetune-router":
             from extensions.router.commands import finetune_router
 

@@ -11,6 +11,7 @@ from pydantic import Field, field_validator, model_validator
 
 from extensions.cache.settings import IntentCache, RouterCache
 from extensions.config.base import StrictModel
+from extensions.guard.detectors import ALL_KINDS, Kind
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -181,17 +182,38 @@ class Router(StrictModel):
         return self
 
 
-class LogSink(StrictModel):
+class SinkDelivery(StrictModel):
+    """What every handoff sink shares: records are bounded, redacted and queued."""
+
+    max_record_bytes: int = Field(65_536, ge=1_024, le=10_000_000)
+    queue_size: int = Field(1_000, ge=1, le=100_000)
+    # kinds replaced by [KIND] before a record leaves (every kind unless listed; [] keeps all)
+    redact: frozenset[Kind] = ALL_KINDS
+    # undeliverable records: one JSON line each, appended here (default: the
+    # gateway.handoff.dead_letter logger)
+    dead_letter_file: Path | None = None
+
+
+class RetryingDelivery(SinkDelivery):
+    """Sinks that can fail: retried with exponential backoff, then dead-lettered."""
+
+    retries: int = Field(3, ge=0, le=20)
+    backoff_s: float = Field(0.5, gt=0, le=60)
+    backoff_max_s: float = Field(30.0, gt=0, le=3600)
+    workers: int = Field(1, ge=1, le=16)  # records delivered at the same time
+
+
+class LogSink(SinkDelivery):
     type: Literal["log"]
 
 
-class WebhookSink(StrictModel):
+class WebhookSink(RetryingDelivery):
     type: Literal["webhook"]
     url: str = Field(pattern=r"^https?://")
     timeout_s: float = Field(5.0, gt=0, le=60)
 
 
-class RedisStreamSink(StrictModel):
+class RedisStreamSink(RetryingDelivery):
     type: Literal["redis_stream"]
     url: str = Field(pattern=r"^rediss?://")
     stream: str = Field("gateway:handoffs", min_length=1)

@@ -4,6 +4,7 @@ delivered to a real Redis stream, and the clarify round trip."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -131,9 +132,14 @@ async def test_handoff_reaches_redis_stream(
     assert headers["x-gateway-action"] == "HANDOFF"
     assert "billing team" in text
     handoff_id = headers["x-gateway-handoff-id"]
-    entries = redis.Redis.from_url(redis_server.url).xrange(STREAM)
-    records = [json.loads(fields[b"record"]) for _, fields in entries]
-    mine = [r for r in records if r["id"] == handoff_id]
+    mine: list[dict[str, Any]] = []
+    for _ in range(50):  # delivered by a background worker, after the answer
+        entries = redis.Redis.from_url(redis_server.url).xrange(STREAM)
+        records = [json.loads(fields[b"record"]) for _, fields in entries]
+        mine = [r for r in records if r["id"] == handoff_id]
+        if mine:
+            break
+        await asyncio.sleep(0.1)
     assert len(mine) == 1
     assert mine[0]["queue"] == "billing"
     assert mine[0]["intent"] == "billing_error"
