@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from extensions.access.settings import Access
+from extensions.access.settings import Access, DegradeStep
 from extensions.backends.redis import RedisLink
 
 
@@ -180,4 +180,15 @@ def budgets_by_alias(access: Access) -> dict[str, list[Budget]]:
                                 team.monthly_budget_usd))  # fmt: skip
         if found:
             out[key.alias] = found
+    return out
+
+
+def ladders_by_alias(access: Access) -> dict[str, tuple[DegradeStep, ...]]:
+    """Per key alias: its degradation ladder (its own, else its team's), highest rung last."""
+    out: dict[str, tuple[DegradeStep, ...]] = {}
+    for key in access.keys:
+        team = access.teams.get(key.team) if key.team else None
+        steps = key.degrade or (team.degrade if team is not None else [])
+        if steps:
+            out[key.alias] = tuple(sorted(steps, key=lambda s: s.at))
     return out

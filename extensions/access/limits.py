@@ -214,7 +214,6 @@ class RedisLimits:
 
         await self._link.run(op, None)
 
-
     async def in_flight(self, subjects: Sequence[str], now: float) -> list[int]:
         names = [f"{self._prefix}{s}:p" for s in subjects]
 

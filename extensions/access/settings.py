@@ -29,6 +29,38 @@ class Endpoint(StrEnum):
     EMBEDDINGS = "embeddings"  # /v1/embeddings
 
 
+DEGRADED_MESSAGE = (
+    "This app has nearly used up its budget: until it resets, only answers the "
+    "gateway already has are available. Please try again later."
+)
+
+
+class DegradeStep(StrictModel):
+    """A rung of a budget's degradation ladder. From ``at`` (the share of the key's or its
+    team's tightest budget already spent) on, model calls go to ``model`` instead, or, with
+    ``cache_only``, no model is called: cache hits and the router's own answers are served,
+    anything else gets ``message`` (a 200, zero cost). The highest rung reached applies."""
+
+    at: float = Field(gt=0.0, lt=1.0)
+    model: str | None = None
+    cache_only: bool = False
+    message: str = Field(DEGRADED_MESSAGE, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_effect(self) -> DegradeStep:
+        if (self.model is None) == (not self.cache_only):
+            raise ValueError("give exactly one of 'model' (a cheaper model group) or "
+                             "'cache_only: true'")  # fmt: skip
+        return self
+
+
+def ladder_problems(where: str, steps: list[DegradeStep]) -> list[str]:
+    shares = [s.at for s in steps]
+    if shares != sorted(set(shares)):
+        return [f"{where}.degrade: the 'at' shares must increase from one step to the next"]
+    return []
+
+
 class Limits(StrictModel):
     """What a team or key may use, and how much.
 
@@ -44,6 +76,7 @@ class Limits(StrictModel):
     max_parallel: int | None = Field(None, ge=1)  # requests in flight at once
     daily_budget_usd: float | None = Field(None, gt=0)  # UTC day
     monthly_budget_usd: float | None = Field(None, gt=0)  # UTC calendar month
+    degrade: list[DegradeStep] = []  # a key's own ladder overrides its team's
 
 
 class LimitStoreKind(StrEnum):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from extensions.access.budgets import Budgets, SpendStore, budgets_by_alias
+from extensions.access.budgets import Budgets, SpendStore, budgets_by_alias, ladders_by_alias
 from extensions.access.grants import grants
 from extensions.access.keys import KeyVerifier
 from extensions.access.limits import Limiter, LimitStore, subject_limits
@@ -41,11 +41,10 @@ def build_router(
 ) -> tuple[RouterEngine, HandoffDispatcher]:
     """Train (or load cached) classifiers for every router; the handoff sinks."""
     from extensions.router.engine import compile_routers
-    from extensions.router.handoff import build_sink
     from extensions.router.llm_classifier import LlmIntentClassifier, router_completion
 
     routers = compile_routers(config.routers, encoder, base_dir, config.embedding.cache_dir)
-    sinks = {name: build_sink(s) for name, s in config.handoff_sinks.items()}
+    patterns = [(r.name, r.pattern) for r in config.observability.request_log.content.redact]
     llm = {
         name: LlmIntentClassifier(
             spec.llm_classifier, spec.description, spec.intents, router_completion
@@ -53,7 +52,9 @@ def build_router(
         for name, spec in config.routers.items()
         if spec.llm_classifier.enabled
     }
-    return RouterEngine(routers, encoder, llm), HandoffDispatcher(sinks)
+    return RouterEngine(routers, encoder, llm), HandoffDispatcher.from_settings(
+        config.handoff_sinks, patterns
+    )
 
 
 def build_cache(
@@ -262,6 +263,7 @@ def build_gateway(
         Limiter(limit_store, by_alias) if by_alias else None,
         Budgets(spend_store, budget_by_alias) if budget_by_alias else None,
         Usage(usage_store),
+        ladders_by_alias(config.access),
     )
     savings = SavingsEstimate(catalog, config.access.savings.assumed_completion_tokens)
     decider = Decider(catalog, cache, engine, handoffs, savings)

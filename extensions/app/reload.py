@@ -189,8 +189,12 @@ class ConfigReloader:
                 await old.observer.close()
             if old.link is not None and old.link is not new.link:
                 await old.link.close()
+            handoffs = old.pipeline.decider.handoffs
+            if handoffs is not None and handoffs is not new.pipeline.decider.handoffs:
+                await handoffs.close()
 
-        if old.observer is new.observer and old.link is new.link:
+        if (old.observer is new.observer and old.link is new.link
+                and old.pipeline.decider.handoffs is new.pipeline.decider.handoffs):  # fmt: skip
             return
         task = asyncio.get_running_loop().create_task(later())
         self._retiring.add(task)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Set
 
 from extensions.access.grants import model_problems
+from extensions.access.settings import Limits, ladder_problems
 from extensions.config.schema import GatewayConfig
 
 
@@ -22,6 +23,9 @@ def reference_problems(config: GatewayConfig, model_groups: Set[str]) -> list[st
                     for i, it in enumerate(router.intents) if it.route is not None]  # fmt: skip
         if router.llm_classifier.enabled:
             targets.append(("llm_classifier.model", router.llm_classifier.model))
+        targets += [(f"degrade[{i}].model", step.model)
+                    for i, step in enumerate(router.degrade) if step.model is not None]  # fmt: skip
+        problems += ladder_problems(where, router.degrade)
         for path, model in targets:
             if model not in model_groups:
                 problems.append(
@@ -32,10 +36,17 @@ def reference_problems(config: GatewayConfig, model_groups: Set[str]) -> list[st
                 problems.append(f"{where}.intents[{i}].handoff.sink: unknown sink "
                                 f"'{it.handoff.sink}' (handoff_sinks has: {sinks})")  # fmt: skip
     targets_for_keys = set(model_groups) | set(config.routers)
-    for name, team in config.access.teams.items():
-        problems += model_problems(f"access.teams.{name}", team.models, targets_for_keys)
-    for i, key in enumerate(config.access.keys):
-        problems += model_problems(f"access.keys[{i}]", key.models, targets_for_keys)
+    subjects: list[tuple[str, Limits]] = [
+        (f"access.teams.{n}", t) for n, t in config.access.teams.items()
+    ]
+    subjects += [(f"access.keys[{i}]", k) for i, k in enumerate(config.access.keys)]
+    for where, limits in subjects:
+        problems += model_problems(where, limits.models, targets_for_keys)
+        problems += ladder_problems(where, limits.degrade)
+        for i, step in enumerate(limits.degrade):
+            if step.model is not None and step.model not in model_groups:
+                problems.append(f"{where}.degrade[{i}].model: unknown model group "
+                                f"'{step.model}' (litellm.yaml has: {known})")  # fmt: skip
     routes = config.observability.request_log.content.routes
     for i, route in enumerate(routes):
         if route not in targets_for_keys:

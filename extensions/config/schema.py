@@ -15,6 +15,7 @@ from extensions.backends.settings import RedisSettings
 from extensions.cache.settings import CacheSettings, Tier
 from extensions.config.base import StrictModel
 from extensions.embedding.settings import Embedding
+from extensions.guard.settings import Guardrails
 from extensions.observe.settings import Observability, TimelineStore
 from extensions.protocols.settings import RequestSettings
 from extensions.router.settings import HandoffSink, Router
@@ -46,6 +47,7 @@ class GatewayConfig(StrictModel):
     cache: CacheSettings = CacheSettings()
     handoff_sinks: dict[str, HandoffSink] = {}
     routers: dict[str, Router] = Field(default_factory=dict)
+    guardrails: Guardrails = Guardrails()
     observability: Observability = Observability()
 
     @model_validator(mode="after")

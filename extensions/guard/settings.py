@@ -29,9 +29,10 @@ class RoutePolicy(StrictModel):
 
 
 class Guardrails(StrictModel):
-    """Per route (a model group or router name as the client sent it; ``*`` for the rest)."""
+    """Per route (a model group or router name as the client sent it; ``*`` for the rest).
+    No routes: the guardrail is off (nothing is scanned, nothing costs)."""
 
-    routes: dict[str, RoutePolicy] = {DEFAULT_ROUTE: RoutePolicy()}
+    routes: dict[str, RoutePolicy] = {}
 
     @field_validator("routes")
     @classmethod

@@ -30,7 +30,7 @@ METRIC_NAMES = frozenset({
     "gateway_overhead_duration_seconds", "gateway_classifier_duration_seconds",
     "gateway_cache_lookup_duration_seconds", "gateway_upstream_duration_seconds",
     "gateway_event_loop_lag_seconds", "gateway_redis_up", "gateway_event_loop_max_lag_seconds",
-    "gateway_config_generation",
+    "gateway_config_generation", "gateway_pii_requests", "gateway_handoff_records",
 })  # fmt: skip
 REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.004, 0.006, 0.008, 0.01, 0.015, 0.02,
@@ -90,6 +90,11 @@ class GatewayMetrics:
         self.generation = Gauge("gateway_config_generation",
                                 "gateway.yaml generation in use (min over workers)",
                                 registry=r, multiprocess_mode="min")  # fmt: skip
+        self.pii = Counter("gateway_pii_requests", "Requests in which the guardrail found data",
+                           ["action", "kind"], registry=r)  # fmt: skip
+        self.handoffs = Gauge("gateway_handoff_records", "Handoff records by sink and state",
+                              ["sink", "state"], registry=r,
+                              multiprocess_mode="livesum")  # fmt: skip
         self._max_lag = 0.0
 
     def _route(self, value: object) -> str:
@@ -128,6 +133,16 @@ class GatewayMetrics:
         upstream = _seconds(latency.get("upstream"))
         if upstream is not None and record.get("model_group"):
             self.upstream.labels(group).observe(upstream)
+        pii = record.get("pii")
+        if isinstance(pii, Mapping):
+            for kind in pii.get("kinds") or []:
+                self.pii.labels(str(pii.get("action")), str(kind)).inc()
+
+    def handoff_counts(self, counts: Mapping[str, Mapping[str, int]]) -> None:
+        """Set the handoff gauges from the dispatcher's counters (per sink, per state)."""
+        for sink, states in counts.items():
+            for state, value in states.items():
+                self.handoffs.labels(sink, state).set(value)
 
     def overhead_ms(self, path: str, ms: float) -> None:
         self.overhead.labels(path).observe(ms / 1000)

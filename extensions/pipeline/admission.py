@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from extensions.access.budgets import Budgets, BudgetStoreUnavailable, BudgetVerdict
 from extensions.access.grants import DENY_ALL, UNLIMITED, Grant
 from extensions.access.keys import KeyVerifier, Principal, Role, bearer_key
 from extensions.access.limits import Limiter, Verdict
+from extensions.access.settings import DegradeStep
 from extensions.access.usage import Charge, Usage
 from extensions.pipeline.context import Admission, Protocol
 from extensions.pipeline.errors import (
@@ -92,6 +93,7 @@ class Gatekeeper:
     limiter: Limiter | None
     budgets: Budgets | None
     usage: Usage
+    ladders: Mapping[str, tuple[DegradeStep, ...]] = field(default_factory=dict)
 
     def grant(self, principal: Principal) -> Grant:
         if principal.role is Role.OPERATOR:
@@ -128,6 +130,7 @@ class Gatekeeper:
             if not budget.allowed:
                 raise _over_budget(budget, time.time())
             admission.budget_spent = budget.spent_share
+            admission.ladder = self.ladders.get(principal.alias, ())
         if self.limiter is not None and self.limiter.limits_of(principal.alias):
             verdict = await self.limiter.admit(principal.alias, request_id)
             if not verdict.allowed:

@@ -16,6 +16,7 @@ from typing import Any
 
 from extensions.access.grants import Grant
 from extensions.access.keys import Principal
+from extensions.access.settings import DegradeStep
 from extensions.cache.policy import ClientControl
 from extensions.cache.service import Outcome as CacheOutcome
 from extensions.pipeline.errors import GatewayError
@@ -74,6 +75,15 @@ class Admission:
     team: str | None
     limited: bool  # a parallel slot / rate counters were taken (released by finish)
     budget_spent: float | None = None  # highest share of a budget already spent (0..1)
+    ladder: tuple[DegradeStep, ...] = ()  # the key's (or its team's) degradation ladder
+
+
+@dataclass(frozen=True, slots=True)
+class Screening:
+    """What the PII guardrail found in the request (kinds only, never the data)."""
+
+    action: str  # detected | redacted | blocked
+    kinds: tuple[str, ...]
 
 
 @dataclass(slots=True)
@@ -88,7 +98,6 @@ class Routing:
     model_group: str | None = None  # ROUTE: where it goes
     handoff_id: str | None = None
     structured_override: bool = False  # JSON was asked for: the model answers, not a template
-    degraded: str | None = None  # a budget ladder step replaced the intent's model
 
 
 @dataclass(slots=True)
@@ -145,11 +154,13 @@ class RequestContext:
     started: float = field(default_factory=time.perf_counter)  # when the request arrived
     grant: Grant | None = None
     admission: Admission | None = None
+    screening: Screening | None = None
     routing: Routing | None = None
     cache: CacheState = field(default_factory=CacheState)
     served: Served | None = None  # set once an upstream call answered
     failed_attempts: list[tuple[str | None, str]] = field(default_factory=list)
     saved_usd: float = 0.0
+    degraded: str | None = None  # the budget ladder's rung that changed the answer
     gateway_ms: float | None = None  # own time before answering or forwarding
     answer_text: str = ""  # for the log's content field (when content logging is on)
     finished: bool = False

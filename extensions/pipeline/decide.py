@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from extensions.access.grants import Grant
+from extensions.access.settings import DegradeStep
 from extensions.access.usage import SavingsEstimate
 from extensions.cache.requests import RequestCache, Ticket, served_answer
 from extensions.cache.service import Entry
@@ -35,7 +36,7 @@ from extensions.router.handoff import HandoffDispatcher
 from extensions.router.settings import Action
 
 logger = logging.getLogger("gateway.router")
-GATEWAY, CACHE, ROUTER = "gateway", "cache", "router"  # who answered, when no model did
+GATEWAY, CACHE, ROUTER, BUDGET = "gateway", "cache", "router", "budget"  # no model answered
 OUT_OF_SCOPE = "out_of_scope"  # the intent of a refusal
 
 
@@ -123,6 +124,10 @@ class Decider:
             ctx.cache.similarity = lookup.similarity
             ctx.cache.reason = lookup.reason
             ctx.cache.pending = lookup.pending
+        degraded = self._degrade(ctx, target, group)
+        if isinstance(degraded, Answer):
+            return degraded
+        group = degraded
         messages = request.messages
         prompt = routed.decision.system_prompt if routed is not None else None
         if prompt:
@@ -132,6 +137,32 @@ class Decider:
         # named by the client falls back only to groups the key may use
         allows = grant.allows if routed is None else _anything
         return Forward(Call(ctx.id, group, upstream, self.catalog.allowed_fallbacks(allows)))
+
+    def _degrade(self, ctx: RequestContext, target: str, group: str) -> Answer | str:
+        """The budget ladder: the highest rung of the key's (or team's) and the router's
+        ladders the key's budget share has reached picks a cheaper group, or no model
+        call at all. Returns the group to call, or the answer instead of a model call."""
+        admission = ctx.admission
+        spent = admission.budget_spent if admission is not None else None
+        if admission is None or spent is None:
+            return group
+        steps: list[DegradeStep] = list(admission.ladder)
+        if self.engine is not None and self.engine.handles(target):
+            steps += self.engine.router(target).spec.degrade
+        reached = [s for s in steps if spent >= s.at]
+        if not reached:
+            return group
+        step = max(reached, key=lambda s: (s.at, s.cache_only))
+        if step.cache_only:
+            ctx.degraded = f"cache_only (budget {spent:.0%} spent)"
+            ctx.served = Served(deployment=BUDGET, provider=GATEWAY)
+            return Answer(completion(target, step.message))
+        if step.model is None or step.model == group:
+            return group
+        ctx.degraded = f"{group} -> {step.model} (budget {spent:.0%} spent)"
+        if ctx.routing is not None:
+            ctx.routing.model_group = step.model
+        return step.model
 
     def _hit(
         self,

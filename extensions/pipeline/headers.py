@@ -32,10 +32,12 @@ def response_headers(ctx: RequestContext, enabled: bool = True) -> dict[str, str
             out["x-gateway-confidence"] = f"{routing.confidence:.3f}"
         if routing.handoff_id:
             out["x-gateway-handoff-id"] = routing.handoff_id
-        if routing.degraded:
-            out["x-gateway-degraded"] = _ascii(routing.degraded)
         if routing.structured_override:
             out["x-gateway-structured-output"] = "model"
+    if ctx.degraded:
+        out["x-gateway-degraded"] = _ascii(ctx.degraded)
+    if ctx.screening is not None:
+        out["x-gateway-pii"] = f"{ctx.screening.action}:{','.join(ctx.screening.kinds)}"
     if cache.outcome is not None:
         out["x-gateway-cache"] = cache.outcome.value
         if cache.similarity is not None:

@@ -28,15 +28,19 @@ from extensions.access.keys import KeyVerifier
 from extensions.access.usage import Charge
 from extensions.cache.requests import RequestCache
 from extensions.config.catalog import EMBEDDING, Catalog
+from extensions.guard.guard import Guard
+from extensions.guard.policy import Outcome
 from extensions.observe.observer import Observer
 from extensions.observe.record import last_user_text
 from extensions.pipeline.admission import Gatekeeper, authenticate
 from extensions.pipeline.context import (
+    ChatRequest,
     EmbeddingRequest,
     Ending,
     Protocol,
     RequestContext,
     Result,
+    Screening,
     Served,
 )
 from extensions.pipeline.decide import Answer, Decider, Forward
@@ -109,6 +113,7 @@ class Pipeline:
         cache: RequestCache | None,
         inflight: Inflight,
         routers: frozenset[str],
+        guard: Guard | None = None,
         headers_enabled: bool = True,
     ) -> None:
         self.generation = generation
@@ -121,6 +126,7 @@ class Pipeline:
         self.cache = cache
         self.inflight = inflight
         self.routers = routers
+        self.guard = guard
         self.headers_enabled = headers_enabled
 
     # -- start ----------------------------------------------------------------------------
@@ -145,7 +151,20 @@ class Pipeline:
         ctx.grant = self.gatekeeper.authorise(ctx.principal, raw.protocol, model)
         self._check_model(model, raw.protocol)
         ctx.request = adapter.parse(body, raw.headers)
+        if self.guard is not None and isinstance(ctx.request, ChatRequest):
+            await self._screen(ctx, ctx.request)
         ctx.admission = await self.gatekeeper.admit(ctx.principal, ctx.id)
+
+    async def _screen(self, ctx: RequestContext, request: ChatRequest) -> None:
+        """The PII guardrail on the request's messages (every chat protocol alike)."""
+        assert self.guard is not None
+        verdict, messages = await self.guard.check_async(request.model, request.messages)
+        if verdict.action is Outcome.CLEAN:
+            return
+        ctx.screening = Screening(verdict.action.value, tuple(k.value for k in verdict.kinds))
+        if verdict.blocked:
+            raise BadRequest(verdict.refusal(), code="sensitive_data")
+        request.messages = messages
 
     def _check_model(self, model: str, protocol: Protocol) -> None:
         mode = self.catalog.modes.get(model)

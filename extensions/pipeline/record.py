@@ -76,10 +76,12 @@ def build_record(
     }
     if routing is not None and routing.handoff_id:
         record["handoff_id"] = routing.handoff_id
-    if routing is not None and routing.degraded:
-        record["degraded"] = routing.degraded
+    if ctx.degraded:
+        record["degraded"] = ctx.degraded
     if routing is not None and routing.structured_override:
         record["structured_override"] = True
+    if ctx.screening is not None:
+        record["pii"] = {"action": ctx.screening.action, "kinds": list(ctx.screening.kinds)}
     if ctx.failed_attempts:
         record["failed_attempts"] = [{"model_group": g, "error": e} for g, e in ctx.failed_attempts]
     if content:

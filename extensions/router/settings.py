@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from extensions.access.settings import DegradeStep
 from extensions.cache.settings import IntentCache, RouterCache
 from extensions.config.base import StrictModel
 from extensions.guard.detectors import ALL_KINDS, Kind
@@ -163,6 +164,7 @@ class Router(StrictModel):
     clarify: ClarifyText = ClarifyText()
     llm_classifier: LlmClassifier = LlmClassifier()
     cache: RouterCache = RouterCache()
+    degrade: list[DegradeStep] = []  # by the calling key's budget share (access.keys[].degrade)
     intents: list[Intent] = Field(min_length=2)
 
     @model_validator(mode="after")

@@ -13,6 +13,7 @@ like any request (one line, no traceback).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -95,10 +96,26 @@ class GatewayFront:
         if self.reloader is not None:
             self.reloader.start()
 
+    def _on_shutdown(self, receive: Receive) -> Receive:
+        """The lifespan's ``receive``: at shutdown, queued handoff records are delivered
+        (or dead-lettered) and the request log flushed before LiteLLM's app stops."""
+
+        async def wrapped() -> Message:
+            message = await receive()
+            if message.get("type") == "lifespan.shutdown":
+                parts = self.generations.parts
+                handoffs = parts.pipeline.decider.handoffs
+                if handoffs is not None:
+                    await handoffs.close()
+                await parts.observer.close()
+            return message
+
+        return wrapped
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":  # start-up: the watcher runs even before traffic
             self._start_background()
-            await self.app(scope, receive, send)
+            await self.app(scope, self._on_shutdown(receive), send)
             return
         if scope["type"] == "websocket":
             await self._websocket(scope, receive, send)
@@ -265,6 +282,10 @@ class GatewayFront:
             await send_json(send, 200, await parts.usage_report(day), {"cache-control": "no-store"})
             return
         if name == "metrics":
+            handoffs = parts.pipeline.decider.handoffs
+            if observer.metrics is not None and handoffs is not None:
+                counts = {sink: dataclasses.asdict(c) for sink, c in handoffs.counters.items()}
+                observer.metrics.handoff_counts(counts)
             page = await observer.exposition()
             await send_bytes(
                 send,

@@ -20,7 +20,7 @@ import httpx2
 import numpy as np
 import openai
 
-from extensions.access.budgets import Budgets, MemorySpend, budgets_by_alias
+from extensions.access.budgets import Budgets, MemorySpend, budgets_by_alias, ladders_by_alias
 from extensions.access.grants import grants
 from extensions.access.keys import KeyVerifier
 from extensions.access.limits import Limiter, MemoryLimits, subject_limits
@@ -36,6 +36,7 @@ from extensions.cache.vectors import MemoryVectorIndex
 from extensions.config.catalog import Catalog
 from extensions.config.schema import GatewayConfig
 from extensions.embedding.encoder import BatchingEncoder
+from extensions.guard.guard import Guard
 from extensions.observe.observer import Observer
 from extensions.observe.request_log import RequestLog
 from extensions.observe.timeline import MemoryTimeline, TimelineRecorder
@@ -58,6 +59,7 @@ KEYS = {
     "chat-only": "sk-unit-chat",
     "limited": "sk-unit-limited",
     "budget": "sk-unit-budget",
+    "frugal": "sk-unit-frugal",
 }
 LABELS = ("reset", "bill", "tech", "freeze", "ambig", "default", OOS_LABEL)
 KEYWORDS = {
@@ -180,6 +182,13 @@ def access_section() -> dict[str, Any]:
             "rpm": 1000,
         },
         {"alias": "budget", "owner": "o", "env": "UNIT_KEY_BUDGET", "daily_budget_usd": 0.0025},
+        {
+            "alias": "frugal",
+            "owner": "o",
+            "env": "UNIT_KEY_FRUGAL",
+            "daily_budget_usd": 0.0025,
+            "degrade": [{"at": 0.3, "model": "gpt-sim-mini"}, {"at": 0.7, "cache_only": True}],
+        },
     ]
     return {
         "teams": {"support": {"models": ["support-bot", "gpt-sim*", "claude-sim", "embed-sim"]}},
@@ -193,6 +202,7 @@ ENVIRON = {
     "UNIT_KEY_CHAT": KEYS["chat-only"],
     "UNIT_KEY_LIMITED": KEYS["limited"],
     "UNIT_KEY_BUDGET": KEYS["budget"],
+    "UNIT_KEY_FRUGAL": KEYS["frugal"],
 }
 
 
@@ -281,6 +291,7 @@ def fake_gateway(
         Limiter(limits, subject_limits(config.access)),
         Budgets(MemorySpend(), budgets_by_alias(config.access)),
         usage,
+        ladders_by_alias(config.access),
     )
     upstream = FakeUpstream(models)
     observer = RecordingObserver(config)
@@ -297,6 +308,7 @@ def fake_gateway(
         cache=cache,
         inflight=inflight,
         routers=frozenset({"support-bot"}),
+        guard=Guard(config.guardrails) if config.guardrails.routes else None,
     )
     parts = Parts(
         config,

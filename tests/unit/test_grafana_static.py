@@ -33,7 +33,7 @@ PROMETHEUS: dict[str, Any] = yaml.safe_load((DEPLOY / "prometheus/prometheus.yml
 COUNTERS = frozenset({
     "gateway_requests", "gateway_intents", "gateway_cache_lookups", "gateway_tokens",
     "gateway_cost_usd", "gateway_savings_usd", "gateway_upstream_errors", "gateway_fallbacks",
-    "gateway_config_reloads",
+    "gateway_config_reloads", "gateway_pii_requests",
 })  # fmt: skip
 HISTOGRAMS = frozenset({
     "gateway_request_duration_seconds", "gateway_overhead_duration_seconds",
@@ -42,6 +42,7 @@ HISTOGRAMS = frozenset({
 })  # fmt: skip
 GAUGES = frozenset({
     "gateway_redis_up", "gateway_event_loop_max_lag_seconds", "gateway_config_generation",
+    "gateway_handoff_records",
 })  # fmt: skip
 METRIC_NAMES = COUNTERS | HISTOGRAMS | GAUGES
 SUFFIXES = ("_total", "_bucket", "_sum", "_count")

@@ -23,8 +23,9 @@ EMAIL = "jane.roe@example.com"
 TEXTS = [f"my card is {CARD}", "nothing here", f"write to {EMAIL}"]
 
 
-def test_default_section_detects_every_kind_on_every_route() -> None:
-    g = Guardrails()
+def test_no_section_is_off_and_a_route_detects_every_kind_by_default() -> None:
+    assert Guardrails().policy_for("anything").action is GuardAction.OFF
+    g = Guardrails.model_validate({"routes": {"*": {}}})
     assert g.policy_for("anything") == RoutePolicy(action=GuardAction.DETECT, kinds=ALL_KINDS)
     assert g.policy_for(None).action is GuardAction.DETECT
 

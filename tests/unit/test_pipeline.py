@@ -95,7 +95,9 @@ async def test_router_answers_on_every_protocol(
     assert gw.upstream.calls == []  # never an upstream call
     assert [r["action"] for r in gw.observer.records] == [action]
     assert await gw.requests_counted() == 1
-    if action == "HANDOFF":
+    if action == "HANDOFF":  # delivered off the request path
+        assert gw.pipeline.decider.handoffs is not None
+        await gw.pipeline.decider.handoffs.drain()
         assert gw.sinks[0]["id"] == headers["x-gateway-handoff-id"]
 
 
@@ -462,3 +464,40 @@ async def test_body_limit_holds_on_every_route(gw: FakeGateway, path: str, decla
     scope = {"type": "http", "method": "POST", "path": path, "headers": headers}
     await gw.front(scope, receive, send)
     assert sent[0]["status"] == 413
+
+
+# -- budget ladder and PII guardrail --------------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_budget_ladder_degrades_instead_of_refusing(gw: FakeGateway, protocol: str) -> None:
+    key = KEYS["frugal"]  # $0.0025 a day: cheaper model from 30% spent, cache only from 70%
+    _, first = await ask(gw, protocol, "gpt-sim", "What is the refund policy?", key=key)
+    assert first["x-gateway-model-group"] == "gpt-sim" and "x-gateway-degraded" not in first
+    _, second = await ask(gw, protocol, "gpt-sim", "How do I export data?", key=key)
+    assert second["x-gateway-model-group"] == "gpt-sim-mini"
+    assert second["x-gateway-degraded"].startswith("gpt-sim -> gpt-sim-mini (budget 40% spent")
+    text, third = await ask(gw, protocol, "gpt-sim", "A brand new question", key=key)
+    assert third["x-gateway-degraded"].startswith("cache_only (budget 80% spent")
+    assert "nearly used up its budget" in text
+    _, fourth = await ask(gw, protocol, "gpt-sim", "What is the refund policy?", key=key)
+    assert fourth["x-gateway-cache"] == "HIT_EXACT"  # what the gateway has is still served
+    assert len(gw.upstream.calls) == 2
+    assert [r.get("degraded") is not None for r in gw.observer.records] == [
+        False, True, True, False]  # fmt: skip
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_pii_guardrail_on_every_protocol(protocol: str) -> None:
+    gw = fake_gateway(overrides={"guardrails": {"routes": {
+        "gpt-sim": {"action": "redact"}, "claude-sim": {"action": "block"}}}})  # fmt: skip
+    text = "mail me at jane.doe@example.com, card 4111 1111 1111 1111"
+    _, headers = await ask(gw, protocol, "gpt-sim", text)
+    assert headers["x-gateway-pii"] == "redacted:card,email"
+    sent = gw.upstream.calls[0].request.messages[-1]["content"]
+    assert "jane.doe" not in str(sent) and "4111" not in str(sent)
+    with pytest.raises((openai.BadRequestError, anthropic.BadRequestError)) as caught:
+        await ask(gw, protocol, "claude-sim", text)
+    assert "card, email" in str(caught.value) and "4111" not in str(caught.value)
+    assert len(gw.upstream.calls) == 1
+    assert gw.observer.records[-1]["pii"] == {"action": "blocked", "kinds": ["card", "email"]}
