@@ -18,7 +18,8 @@ from typing import Any, Protocol
 from extensions.backends.redis import RedisLink
 from extensions.config.catalog import Catalog
 
-METRICS = ("requests", "tokens", "spend_usd", "saved_usd")
+METRICS = ("requests", "tokens", "spend_usd", "saved_usd", "cached_tokens",
+           "prompt_cache_saved_usd", "storage_usd")  # fmt: skip
 KEEP_DAYS = 40
 
 
@@ -28,8 +29,11 @@ class Charge:
     team: str | None
     model: str
     tokens: int = 0
-    spend_usd: float = 0.0
-    saved_usd: float = 0.0
+    spend_usd: float = 0.0  # storage fees of provider prompt caches included
+    saved_usd: float = 0.0  # the gateway's own answers (cache hits, router answers)
+    cached_tokens: int = 0  # input read from a provider's prompt cache
+    prompt_cache_saved_usd: float = 0.0  # what those tokens saved against the input price
+    storage_usd: float = 0.0  # the storage fee part of spend_usd
 
 
 class UsageStore(Protocol):
@@ -87,7 +91,10 @@ class Usage:
 
     async def record(self, charge: Charge) -> None:
         values = {"requests": 1.0, "tokens": float(charge.tokens),
-                  "spend_usd": charge.spend_usd, "saved_usd": charge.saved_usd}  # fmt: skip
+                  "spend_usd": charge.spend_usd, "saved_usd": charge.saved_usd,
+                  "cached_tokens": float(charge.cached_tokens),
+                  "prompt_cache_saved_usd": charge.prompt_cache_saved_usd,
+                  "storage_usd": charge.storage_usd}  # fmt: skip
         fields: dict[str, float] = {}
         dims = [("key", charge.alias), ("model", charge.model)]
         if charge.team:
@@ -105,7 +112,7 @@ class Usage:
         for field, value in (await self.store.read(day)).items():
             kind, name, metric = field.split("|", 2)
             row = out[kind].setdefault(name, dict.fromkeys(METRICS, 0.0))
-            row[metric] = round(value, 6) if metric.endswith("usd") else int(value)
+            row[metric] = round(value, 8) if metric.endswith("usd") else int(value)
         return out
 
 
