@@ -1,0 +1,54 @@
+"""The redis-py asyncio client for a Redis URL: a single Redis or a Redis Cluster.
+
+The retry settings, in one place (docs/redis.md explains them):
+
+- Both: connect and read timeouts of ``timeout_s``; no backoff; one retry, so a slow
+  or dead node costs a caller at most about two timeouts before ``RedisLink``'s
+  breaker takes over.
+- Single Redis: the retry is on a broken connection only (after a Redis restart the
+  pooled connections are dead; the retry opens a fresh one).
+- Cluster: the retry is on ConnectionError, TimeoutError, CLUSTERDOWN and an uncovered
+  slot, each after the client has re-read the slot map from a reachable node. MOVED: the
+  slot is re-pointed at the node named and the command resent at once, never a re-read of
+  the whole map (``reinitialize_steps=0``: redis-py would close every connection, in use
+  or not, and a resharding sends many MOVED). ASK: resent once to the node named, with
+  ASKING, map unchanged. TRYAGAIN: resent (at most 16 redirections in all). A failover
+  is a dead node until the map names the promoted replica: the first command after a
+  failure re-reads the map. A partly covered cluster still serves its covered slots.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from extensions.backends.redis_url import parse_redis_url
+
+# connections per cluster node and worker; past it redis-py raises MaxConnectionsError
+# at once (it does not queue), which the breaker counts as that shard failing
+CLUSTER_MAX_CONNECTIONS = 1000
+
+
+def make_client(url: str, timeout_s: float, decode_responses: bool = False) -> Any:
+    """A ``Redis`` or a ``RedisCluster`` (typed ``Any``: redis-py's stubs type them loosely)."""
+    target = parse_redis_url(url)
+    common: dict[str, Any] = {
+        "socket_timeout": timeout_s, "socket_connect_timeout": timeout_s,
+        "decode_responses": decode_responses, "health_check_interval": 0,
+        "retry": Retry(NoBackoff(), 1),
+    }  # fmt: skip
+    if not target.cluster:
+        return Redis.from_url(target.url, retry_on_error=[RedisConnectionError], **common)
+    return RedisCluster.from_url(
+        target.url,
+        startup_nodes=[ClusterNode(host, port) for host, port in target.seeds] or None,
+        require_full_coverage=False,
+        reinitialize_steps=0,
+        max_connections=CLUSTER_MAX_CONNECTIONS,
+        **common,
+    )
