@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from redis.crc import key_slot
 from redis.exceptions import RedisClusterException, RedisError
 
-from extensions.backends.redis_client import make_client
+from extensions.backends.redis_client import close_client, make_client
 from extensions.backends.redis_url import parse_redis_url
 from extensions.backends.settings import RedisSettings
 
@@ -92,6 +92,11 @@ class RedisLink:
         except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
             self._failed(shard, exc)
             return fallback
+        except AttributeError as exc:
+            # redis-py (8.1) raises it from a cluster connection closed under a command,
+            # which it still does when a slot map cannot be read (all nodes' connections)
+            self._failed(shard, exc)
+            return fallback
         if until is not None and self._down.pop(shard, None) is not None:
             logger.warning("Redis is back%s; shared state resumes", _where(shard))
             if not self._down:
@@ -109,7 +114,7 @@ class RedisLink:
         self._down[shard] = self._clock() + self._retry_after_s
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await close_client(self.client)
 
 
 def _where(shard: str) -> str:

@@ -15,6 +15,8 @@ The retry settings, in one place (docs/redis.md explains them):
   ASKING, map unchanged. TRYAGAIN: resent (at most 16 redirections in all). A failover
   is a dead node until the map names the promoted replica: the first command after a
   failure re-reads the map. A partly covered cluster still serves its covered slots.
+  CLUSTERDOWN, an uncovered slot and a failed pipeline re-read the map without closing
+  connections in use (``GatewayCluster``); a pipeline waits 0.25 s before its retry.
 """
 
 from __future__ import annotations
@@ -34,6 +36,34 @@ from extensions.backends.redis_url import parse_redis_url
 CLUSTER_MAX_CONNECTIONS = 1000
 
 
+class GatewayCluster(RedisCluster):
+    """``RedisCluster`` whose error recovery never closes connections that are in use.
+
+    redis-py (8.1) recovers from CLUSTERDOWN (a restarted node answers it until it has
+    rejoined), from an uncovered slot and from a failed pipeline by closing every
+    connection to every node: the commands then in flight on healthy nodes fail as well
+    ("Connection closed by server", or an AttributeError from a socket closed under
+    them), and the breakers of healthy shards open. Here that recovery only makes the
+    next command re-read the slot map; ``close_for_good`` closes.
+    """
+
+    _shutting_down = False
+
+    async def aclose(self) -> None:
+        if self._shutting_down:
+            await super().aclose()
+        else:
+            self._initialize = True
+
+    async def close_for_good(self) -> None:
+        self._shutting_down = True
+        await super().aclose()
+
+
+async def close_client(client: Any) -> None:
+    await (client.close_for_good() if isinstance(client, GatewayCluster) else client.aclose())
+
+
 def make_client(url: str, timeout_s: float, decode_responses: bool = False) -> Any:
     """A ``Redis`` or a ``RedisCluster`` (typed ``Any``: redis-py's stubs type them loosely)."""
     target = parse_redis_url(url)
@@ -44,7 +74,7 @@ def make_client(url: str, timeout_s: float, decode_responses: bool = False) -> A
     }  # fmt: skip
     if not target.cluster:
         return Redis.from_url(target.url, retry_on_error=[RedisConnectionError], **common)
-    return RedisCluster.from_url(
+    return GatewayCluster.from_url(
         target.url,
         startup_nodes=[ClusterNode(host, port) for host, port in target.seeds] or None,
         require_full_coverage=False,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 
 import numpy as np
@@ -240,7 +241,7 @@ async def test_a_master_down_degrades_its_keys_only_and_recovers_exactly(
         await RedisTimeline(link).add({1: {"n": 1}})  # wherever it lives: never raises
         assert link.down == [f"127.0.0.1:{redis_cluster.nodes[dead].port}"]
     finally:
-        redis_cluster.restart(dead)
+        await asyncio.to_thread(redis_cluster.restart, dead)
     await asyncio.sleep(RETRY_AFTER_S + 0.1)
 
     # back, and empty: fresh counters, exact again; the caches store and find again
@@ -252,3 +253,56 @@ async def test_a_master_down_degrades_its_keys_only_and_recovers_exactly(
     assert link.down == [] and link.available
     assert "Redis unavailable (shard 127.0.0.1:" in caplog.text
     assert "Redis is back (shard 127.0.0.1:" in caplog.text
+
+
+async def test_the_other_masters_serve_throughout_a_kill_and_a_restart(
+    redis_cluster: LocalRedisCluster, link: RedisLink
+) -> None:
+    """Traffic for every master at once while one is killed and restarted: the keys on
+    the others never fail, whatever redis-py does to recover (a restarting master
+    answers CLUSTERDOWN until it has rejoined; pipelines to a dead one fail)."""
+    dead = 0
+    limits, cache, usage = RedisLimits(link, fail_open=False), RedisStore(link), RedisUsage(link)
+    teams = [
+        on_node(redis_cluster, n, lambda i: f"y{i}", lambda t: rl_tag(f"team:{t}"))
+        for n in range(3)
+    ]
+    entries = [
+        on_node(redis_cluster, n, lambda i: f"f{i}", lambda e: f"gw:c:{e}") for n in range(3)
+    ]
+    days = [
+        on_node(redis_cluster, n, lambda i: f"d{i}", lambda d: f"gw:usage:{d}") for n in range(3)
+    ]
+    for node in range(3):
+        await cache.set(entries[node], b"kept", ttl_s=60)
+    failed: list[tuple[str, int]] = []
+    done = Counter[str]()
+    stop = asyncio.Event()
+
+    async def traffic(node: int) -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            lim = team_limits(teams[node], 1_000_000)
+            verdict = await limits.admit(lim, f"r{node}-{i}", time.time())
+            await limits.release(lim[1:], f"r{node}-{i}")  # a pipeline
+            found = await cache.get(entries[node])
+            await usage.add(days[node], {"requests": 1})  # a pipeline
+            if node != dead and (not verdict.allowed or found != b"kept"):
+                failed.append((str(verdict), node))
+            done[f"{node}"] += 1
+            await asyncio.sleep(0.002)
+
+    tasks = [asyncio.create_task(traffic(n)) for n in range(3) for _ in range(3)]
+    try:
+        await asyncio.sleep(0.5)
+        redis_cluster.kill(dead)
+        await asyncio.sleep(1.5)
+        await asyncio.to_thread(redis_cluster.restart, dead)
+        await asyncio.sleep(RETRY_AFTER_S + 0.5)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+    assert not failed, failed[:5]
+    assert min(done[f"{n}"] for n in (1, 2)) >= 100, done
+    assert link.down == []
