@@ -21,13 +21,16 @@ The retry settings, in one place (docs/redis.md explains them):
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.cluster import PRIMARY
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException, RedisError
 
 from extensions.backends.redis_url import parse_redis_url
 
@@ -37,17 +40,50 @@ CLUSTER_MAX_CONNECTIONS = 1000
 
 
 class GatewayCluster(RedisCluster):
-    """``RedisCluster`` whose error recovery never closes connections that are in use.
+    """``RedisCluster`` that never closes connections in use to recover from an error.
 
     redis-py (8.1) recovers from CLUSTERDOWN (a restarted node answers it until it has
     rejoined), from an uncovered slot and from a failed pipeline by closing every
-    connection to every node: the commands then in flight on healthy nodes fail as well
-    ("Connection closed by server", or an AttributeError from a socket closed under
-    them), and the breakers of healthy shards open. Here that recovery only makes the
-    next command re-read the slot map; ``close_for_good`` closes.
+    connection to every node, and from a failed re-read of the slot map likewise; it
+    re-reads the command table (``COMMAND``) from the first master at every re-read,
+    which fails while that master is down. The commands then in flight on healthy nodes
+    failed too ("Connection closed by server", or an AttributeError from a socket closed
+    under them), and the breakers of healthy shards opened. Here recovery only makes the
+    next command re-read the slot map, the command table is read once (from the first
+    master that answers), and ``close_for_good`` closes.
     """
 
     _shutting_down = False
+
+    async def initialize(
+        self,
+        additional_startup_nodes_info: list[tuple[str, int]] | None = None,
+        last_failed_node_name: str | None = None,
+    ) -> GatewayCluster:
+        if not self._initialize:
+            return self
+        if not self._lock:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._initialize:
+                await self.nodes_manager.initialize(
+                    additional_startup_nodes_info=additional_startup_nodes_info,
+                    last_failed_node_name=last_failed_node_name,
+                )
+                if not self.commands_parser.commands:
+                    await self._read_command_table()
+                self._initialize = False
+        return self
+
+    async def _read_command_table(self) -> None:
+        error: Exception | None = None
+        for node in self.nodes_manager.get_nodes_by_server_type(PRIMARY):
+            try:
+                await self.commands_parser.initialize(node)
+                return
+            except (RedisError, OSError) as exc:
+                error = exc
+        raise RedisClusterException(f"no master answered COMMAND: {error}")
 
     async def aclose(self) -> None:
         if self._shutting_down:
