@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from redis.cluster import PRIMARY
 from redis.crc import key_slot
 from redis.exceptions import RedisClusterException, RedisError
 
@@ -93,22 +94,40 @@ class RedisLink:
             self._failed(shard, exc)
             return fallback
         except AttributeError as exc:
-            # redis-py (8.1) raises it from a cluster connection closed under a command,
-            # which it still does when a slot map cannot be read (all nodes' connections)
+            # redis-py (8.1) raises it when it closes a failed node's idle connections
+            # while another command is taking one of them
             self._failed(shard, exc)
             return fallback
-        if until is not None and self._down.pop(shard, None) is not None:
-            logger.warning("Redis is back%s; shared state resumes", _where(shard))
-            if not self._down:
-                self._on_state(True)
+        if self._down:
+            self._back(shard if until is not None else None)
         return result
+
+    def _back(self, shard: str | None) -> None:
+        """``shard`` answered; on a cluster, shards that no longer serve a slot (a
+        failed-over master, or the whole cluster before its map was known) are not
+        waited for either."""
+        back = [shard] if shard in self._down else []
+        if self.cluster:
+            nodes = self.client.nodes_manager.get_nodes_by_server_type(PRIMARY)
+            primaries = {node.name for node in nodes}
+            back += [s for s in self._down if s not in primaries and s != shard]
+        for name in back:
+            del self._down[name]
+            logger.warning("Redis is back%s; shared state resumes", _where(name))
+        if back and not self._down:
+            self._on_state(True)
 
     def _failed(self, shard: str, exc: BaseException) -> None:
         self.failures += 1
         if shard not in self._down:
             self.outages += 1
-            logger.warning("Redis unavailable%s (%s: %s); bypassing it for %.1f s",
-                           _where(shard), type(exc).__name__, exc, self._retry_after_s)  # fmt: skip
+            logger.warning(
+                "Redis unavailable%s (%s: %s); bypassing it for %.1f s",
+                _where(shard),
+                type(exc).__name__,
+                exc,
+                self._retry_after_s,
+            )
             if not self._down:
                 self._on_state(False)
         self._down[shard] = self._clock() + self._retry_after_s

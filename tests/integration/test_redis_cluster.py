@@ -14,6 +14,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -190,7 +191,7 @@ async def test_budgets_usage_timeline_and_stream_on_the_cluster(
     sink = RedisStreamHandoffSink(redis_cluster.url, "gateway:handoffs", max_len=1000)
     await sink.deliver({"id": "handoff-1", "queue": "billing"})
     node = redis_cluster.nodes[redis_cluster.node_of("gateway:handoffs")].client()
-    entries = node.xrange("gateway:handoffs")
+    entries: Any = node.xrange("gateway:handoffs")
     assert [json.loads(fields["record"])["id"] for _, fields in entries] == ["handoff-1"]
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import redis
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
@@ -32,6 +33,11 @@ def slot_ranges(masters: int) -> list[tuple[int, int]]:
     return [(round(i * size), round((i + 1) * size) - 1) for i in range(masters)]
 
 
+def command(client: redis.Redis, *args: object) -> Any:
+    """A raw command (CLUSTER subcommands have no typed redis-py method)."""
+    return client.execute_command(*args)  # type: ignore[no-untyped-call]
+
+
 class ClusterNode:
     def __init__(self, work_dir: Path, index: int) -> None:
         self.index = index
@@ -44,7 +50,7 @@ class ClusterNode:
         return redis.Redis(port=self.port, socket_timeout=5, decode_responses=True)
 
     def info(self) -> dict[str, str]:
-        text = str(self.client().execute_command("CLUSTER", "INFO"))
+        text = str(command(self.client(), "CLUSTER", "INFO"))
         return dict(line.split(":", 1) for line in text.split() if ":" in line)
 
     def start(self) -> None:
@@ -90,10 +96,10 @@ class LocalRedisCluster:
         for node in self.nodes:
             node.start()
         for node, (first, last) in zip(self.nodes, self.ranges, strict=True):
-            node.client().execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)
+            command(node.client(), "CLUSTER", "ADDSLOTSRANGE", first, last)
         first_node = self.nodes[0].client()
         for node in self.nodes[1:]:
-            first_node.execute_command("CLUSTER", "MEET", "127.0.0.1", node.port, node.bus_port)
+            command(first_node, "CLUSTER", "MEET", "127.0.0.1", node.port, node.bus_port)
         self._wait(lambda: all(self._healthy(n) for n in self.nodes), 30)
         return self
 

@@ -3,6 +3,7 @@ breakers of ``RedisLink`` (no Redis: the shards are named by a stand-in)."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -76,7 +77,7 @@ class TwoShards(RedisLink):
 
 
 async def test_a_failed_shard_bypasses_its_own_keys_only() -> None:
-    clock, states = Clock(), []
+    clock, states = Clock(), list[bool]()
     settings = RedisSettings(url="redis://127.0.0.1:1/0", retry_after_s=5)
     link = TwoShards(settings, clock=clock, on_state=states.append)
     calls: list[str] = []
@@ -102,3 +103,38 @@ async def test_a_failed_shard_bypasses_its_own_keys_only() -> None:
     assert await link.run(op("b3", False), "fallback", route="b3") == "b3"
     assert link.down == [] and link.available and states == [True, False, True]
     assert calls == ["a1", "b1", "b2", "a3", "b3"] and link.failures == 3
+
+
+class FailedOver:
+    """A stand-in for the cluster client: its slot map names ``primaries``."""
+
+    def __init__(self, primaries: list[str]) -> None:
+        self.primaries = primaries
+        self.nodes_manager = self
+
+    def get_nodes_by_server_type(self, kind: str) -> list[SimpleNamespace]:
+        return [SimpleNamespace(name=name) for name in self.primaries]
+
+    async def initialize(self) -> FailedOver:
+        return self
+
+
+async def test_a_failed_over_master_is_not_waited_for() -> None:
+    states: list[bool] = []
+    link = TwoShards(RedisSettings(url="redis+cluster://127.0.0.1:1"), on_state=states.append)
+    await link.close()
+    link.client = FailedOver(["A", "B"])
+
+    async def fail(_: Any) -> None:
+        raise RedisConnectionError("down")
+
+    async def work(_: Any) -> str:
+        return "ok"
+
+    await link.run(fail, None, route="a")
+    assert link.down == ["A"] and states == [True, False]
+    assert await link.run(work, "fallback", route="b") == "ok"
+    assert link.down == ["A"]  # still the master of its slots: waited for
+    link.client.primaries = ["A2", "B"]  # its replica took over
+    assert await link.run(work, "fallback", route="b") == "ok"
+    assert link.down == [] and states == [True, False, True]
