@@ -55,6 +55,8 @@ class MemoryUsage:
 
 
 class RedisUsage:
+    """One hash per UTC day, ``<prefix>usage:<day>``: on a cluster, one shard holds a day."""
+
     def __init__(self, link: RedisLink) -> None:
         self._link = link
         self._prefix = f"{link.prefix}usage:"
@@ -69,10 +71,11 @@ class RedisUsage:
             pipe.expire(name, KEEP_DAYS * 86400)
             await pipe.execute()
 
-        await self._link.run(op, None)
+        await self._link.run(op, None, route=name)
 
     async def read(self, day: str) -> dict[str, float]:
-        raw = await self._link.run(lambda r: r.hgetall(self._prefix + day), None) or {}
+        name = self._prefix + day
+        raw = await self._link.run(lambda r: r.hgetall(name), None, route=name) or {}
         return {_text(k): float(v) for k, v in raw.items()}
 
 

@@ -4,7 +4,8 @@ Each finished request adds to its minute's bucket: requests by action, cache
 outcomes, savings, spend by team, errors and a latency histogram. Increments are
 gathered in the worker and flushed every few seconds, to this process
 (``MemoryTimeline``) or to Redis (``RedisTimeline``, shared by workers and replicas;
-one hash per minute, expiring after a day). Fail-open: a Redis outage loses the
+one hash per minute, expiring after a day, all under one hash tag so a read is one
+shard's work on a cluster). Fail-open: a Redis outage loses the
 flushed increments of that moment, never a request.
 """
 
@@ -71,7 +72,7 @@ class MemoryTimeline:
 class RedisTimeline:
     def __init__(self, link: RedisLink) -> None:
         self.link = link
-        self.prefix = f"{link.prefix}tl:"
+        self.prefix = f"{link.prefix}{{tl}}:"  # one hash tag: every minute on one shard
 
     async def add(self, buckets: Buckets) -> None:
         async def op(client: Any) -> None:
@@ -83,7 +84,7 @@ class RedisTimeline:
                 pipe.expire(key, KEEP_S)
             await pipe.execute()
 
-        await self.link.run(op, None)
+        await self.link.run(op, None, route=self.prefix)
 
     async def read(self, minutes: Iterable[int]) -> Buckets:
         wanted = list(minutes)
@@ -96,7 +97,7 @@ class RedisTimeline:
             return {m: {k.decode(): float(v) for k, v in row.items()}
                     for m, row in zip(wanted, rows, strict=True) if row}  # fmt: skip
 
-        return await self.link.run(op, {})
+        return await self.link.run(op, {}, route=self.prefix)
 
 
 class TimelineRecorder:

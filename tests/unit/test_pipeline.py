@@ -116,7 +116,7 @@ async def test_route_forwards_to_the_intents_model(
     assert call.model_group == "claude-sim"
     assert call.request.messages[0] == {"role": "system", "content": "be technical"}
     [record] = gw.observer.records
-    assert record["tokens"] == {"prompt": 10, "completion": 20, "cached": 0}
+    assert record["tokens"] == {"prompt": 10, "completion": 20, "cached": 0, "cache_write": 0}
     assert record["cost_usd"] == pytest.approx(0.001)
     assert gw.in_flight() == 0
 
