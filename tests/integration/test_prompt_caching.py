@@ -24,8 +24,11 @@ CATALOG = Catalog.from_litellm_yaml(LITELLM_YAML)
 
 
 def records(proxy: Proxy, group: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in proxy.process.log_path.read_text().splitlines()
-            if line.startswith('{"ts"') and f'"model_group":"{group}"' in line]  # fmt: skip
+    return [
+        json.loads(line)
+        for line in proxy.process.log_path.read_text().splitlines()
+        if line.startswith('{"ts"') and f'"model_group":"{group}"' in line
+    ]
 
 
 def expected_cost(record: dict[str, Any]) -> float:
@@ -33,19 +36,27 @@ def expected_cost(record: dict[str, Any]) -> float:
     assert price is not None
     tokens = record["tokens"]
     storage = (record.get("prompt_cache") or {}).get("storage_usd", 0.0)
-    return price.cost(tokens["prompt"], tokens["completion"], tokens["cached"],
-                      tokens["cache_write"]) + storage  # fmt: skip
+    return (
+        price.cost(tokens["prompt"], tokens["completion"], tokens["cached"], tokens["cache_write"])
+        + storage
+    )
 
 
 @pytest.mark.parametrize("group", ["claude-sim", "gpt-sim-mini", "gemini-sim"])
-async def test_second_call_reads_the_cache_and_costs_less(gateway: Proxy, clean_sim: SimProvider,
-                                                           group: str) -> None:  # fmt: skip
+async def test_second_call_reads_the_cache_and_costs_less(
+    gateway: Proxy, clean_sim: SimProvider, group: str
+) -> None:
     client = gateway.client()
     for question in ("Where is the invoice page?", "How do I export my data?"):
         await client.chat.completions.create(
-            model=group, max_tokens=20, extra_body=NO_CACHE,
-            messages=[{"role": "system", "content": SYSTEM},
-                      {"role": "user", "content": f"{question} ({group})"}])  # fmt: skip
+            model=group,
+            max_tokens=20,
+            extra_body=NO_CACHE,
+            messages=[
+                {"role": "system", "content": SYSTEM},
+                {"role": "user", "content": f"{question} ({group})"},
+            ],
+        )
     await asyncio.sleep(0.5)  # the request log is written by a thread
     first, second = records(gateway, group)[-2:]
     assert second["tokens"]["cached"] >= 1024
@@ -61,8 +72,11 @@ async def test_second_call_reads_the_cache_and_costs_less(gateway: Proxy, clean_
         stored = clean_sim.admin.get("/_sim/cached_contents").json()
         assert stored["active"] == 1
     async with httpx.AsyncClient(base_url=gateway.base_url) as http:
-        usage = (await http.get("/gateway/usage", headers={
-            "authorization": f"Bearer {gateway.master_key}"})).json()  # fmt: skip
+        usage = (
+            await http.get(
+                "/gateway/usage", headers={"authorization": f"Bearer {gateway.master_key}"}
+            )
+        ).json()
     row = usage["model"][group]
     assert row["cached_tokens"] >= second["tokens"]["cached"]
     assert row["prompt_cache_saved_usd"] > 0

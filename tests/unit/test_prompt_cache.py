@@ -14,8 +14,9 @@ from extensions.prompt_cache.settings import GroupCaching, Mode
 
 pytestmark = pytest.mark.unit
 LONG = "You are Acme's assistant. " * 200  # about 1,300 tokens
-EXPLICIT = GroupCaching(mode=Mode.EXPLICIT, min_tokens=1024, ttl_s=3600,
-                        storage_usd_per_mtok_hour=1.0)  # fmt: skip
+EXPLICIT = GroupCaching(
+    mode=Mode.EXPLICIT, min_tokens=1024, ttl_s=3600, storage_usd_per_mtok_hour=1.0
+)
 
 
 def conversation(system: str = LONG) -> list[dict[str, Any]]:
@@ -24,8 +25,9 @@ def conversation(system: str = LONG) -> list[dict[str, Any]]:
 
 def test_long_system_prompt_is_marked_with_a_ttl_for_gemini() -> None:
     marked = mark_prefix(conversation(), EXPLICIT, gemini=True)
-    assert marked[0]["content"] == [{"type": "text", "text": LONG, "cache_control": {
-        "type": "ephemeral", "ttl": "3600s"}}]  # fmt: skip
+    assert marked[0]["content"] == [
+        {"type": "text", "text": LONG, "cache_control": {"type": "ephemeral", "ttl": "3600s"}}
+    ]
     assert marked[1] == {"role": "user", "content": "hi"}
     anthropic = mark_prefix(conversation(), EXPLICIT, gemini=False)
     assert anthropic[0]["content"][0]["cache_control"] == {"type": "ephemeral"}
@@ -40,17 +42,25 @@ def test_short_unmarked_or_automatic_prompts_are_left_alone(settings: GroupCachi
 
 
 def test_a_prefix_the_client_marked_is_kept() -> None:
-    mine = [{"role": "system", "content": [{"type": "text", "text": LONG,
-                                            "cache_control": {"type": "ephemeral", "ttl": "1h"}}]}]  # fmt: skip
+    mine = [
+        {
+            "role": "system",
+            "content": [
+                {"type": "text", "text": LONG, "cache_control": {"type": "ephemeral", "ttl": "1h"}}
+            ],
+        }
+    ]
     assert mark_prefix(mine, EXPLICIT, gemini=False) is mine
 
 
 def test_cost_and_savings_of_cached_input() -> None:
     price = Price(input=3e-6, output=15e-6, cache_read=3e-7, cache_write=3.75e-6)
     assert price.cost(2000, 100, cached=1500, written=0) == pytest.approx(
-        500 * 3e-6 + 1500 * 3e-7 + 100 * 15e-6)  # fmt: skip
+        500 * 3e-6 + 1500 * 3e-7 + 100 * 15e-6
+    )
     assert price.cost(2000, 100, cached=0, written=1500) == pytest.approx(
-        500 * 3e-6 + 1500 * 3.75e-6 + 100 * 15e-6)  # fmt: skip
+        500 * 3e-6 + 1500 * 3.75e-6 + 100 * 15e-6
+    )
     use = prompt_cache_use(price, EXPLICIT, read=1500, written=1500)
     assert use is not None
     assert use.saved_usd == pytest.approx(1500 * (3e-6 - 3e-7))

@@ -54,10 +54,14 @@ def test_bad_urls(url: str, message: str) -> None:
 
 
 def test_gateway_yaml_accepts_a_cluster_url_and_refuses_a_bad_one() -> None:
-    config = GatewayConfig.model_validate({"version": 1, "redis": {"url": "redis+cluster://a:7000,b:7000"}})
+    config = GatewayConfig.model_validate(
+        {"version": 1, "redis": {"url": "redis+cluster://a:7000,b:7000"}}
+    )
     assert config.redis.url == "redis+cluster://a:7000,b:7000"
     sink = {"type": "redis_stream", "url": "redis+cluster://a:7000"}
-    assert GatewayConfig.model_validate({"version": 1, "handoff_sinks": {"ops": sink}}).handoff_sinks
+    assert GatewayConfig.model_validate(
+        {"version": 1, "handoff_sinks": {"ops": sink}}
+    ).handoff_sinks
     with pytest.raises(ValidationError, match="database 0 only"):
         GatewayConfig.model_validate({"version": 1, "redis": {"url": "redis+cluster://a:7000/1"}})
 
