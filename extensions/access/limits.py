@@ -279,7 +279,9 @@ class Limiter:
         subjects = {lim.subject: lim for limits in self._by_alias.values() for lim in limits
                     if lim.max_parallel is not None}  # fmt: skip
         now = self._clock()
-        return {name: await self.store.in_flight(lim, now) for name, lim in sorted(subjects.items())}
+        return {
+            name: await self.store.in_flight(lim, now) for name, lim in sorted(subjects.items())
+        }
 
 
 def subject_limits(access: Access) -> dict[str, list[SubjectLimits]]:

@@ -28,7 +28,6 @@ from extensions.embedding.encoder import BatchingEncoder
 from extensions.observe.metrics import GatewayMetrics
 from extensions.observe.observer import Observer
 from extensions.pipeline.admission import Gatekeeper
-from extensions.pipeline.audit import Auditor
 from extensions.pipeline.decide import Decider
 from extensions.pipeline.pipeline import Inflight, Pipeline
 from extensions.pipeline.upstream import Upstream

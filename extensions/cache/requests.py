@@ -180,8 +180,13 @@ class RequestCache:
                 )
                 similarity = None if match.similarity is None else round(match.similarity, 4)
                 if match.entry is not None and not self.cache.shadow:
-                    return Lookup(Outcome.HIT_SEMANTIC, match.entry, similarity=similarity,
-                                  entry_id=match.entry_id, namespace=ticket.key.namespace)  # fmt: skip
+                    return Lookup(
+                        Outcome.HIT_SEMANTIC,
+                        match.entry,
+                        similarity=similarity,
+                        entry_id=match.entry_id,
+                        namespace=ticket.key.namespace,
+                    )
                 if match.entry is not None:
                     pending = Pending(
                         replace(ticket, plan=plan),

@@ -16,8 +16,8 @@ from extensions.cache.settings import CacheSettings, Tier
 from extensions.config.base import StrictModel
 from extensions.embedding.settings import Embedding
 from extensions.guard.settings import Guardrails
-from extensions.prompt_cache.settings import PromptCaching
 from extensions.observe.settings import Observability, TimelineStore
+from extensions.prompt_cache.settings import PromptCaching
 from extensions.protocols.settings import RequestSettings
 from extensions.router.settings import HandoffSink, Router
 

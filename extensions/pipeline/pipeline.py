@@ -27,12 +27,12 @@ import orjson
 from extensions.access.keys import KeyVerifier
 from extensions.access.usage import Charge
 from extensions.cache.requests import RequestCache
+from extensions.cache.service import Outcome as CacheOutcome
 from extensions.config.catalog import EMBEDDING, Catalog
 from extensions.guard.guard import Guard
 from extensions.guard.policy import Outcome
 from extensions.observe.observer import Observer
 from extensions.observe.record import last_user_text
-from extensions.cache.service import Outcome as CacheOutcome
 from extensions.pipeline.admission import Gatekeeper, authenticate
 from extensions.pipeline.audit import AuditCase, Auditor
 from extensions.pipeline.context import (
@@ -273,8 +273,9 @@ class Pipeline:
         if not (cache.hit_id and cache.hit_namespace and cache.hit_group):
             return
         assert isinstance(ctx.request, ChatRequest)
-        self.auditor.submit(AuditCase(ctx.id, cache.hit_id, cache.hit_namespace, cache.hit_group,
-                                      ctx.request, answer_text(answer), cache.similarity))  # fmt: skip
+        case = AuditCase(ctx.id, cache.hit_id, cache.hit_namespace, cache.hit_group, ctx.request,
+                         answer_text(answer), cache.similarity)  # fmt: skip
+        self.auditor.submit(case)
 
     def _price_prompt_cache(self, ctx: RequestContext) -> None:
         """Cached input's savings, and an explicit cache's storage fee (added to the cost)."""

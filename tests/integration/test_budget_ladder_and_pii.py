@@ -68,9 +68,7 @@ async def test_a_nearly_spent_budget_degrades_instead_of_refusing(
         )
         seen.append(
             (
-                raw.headers["x-gateway-model-group"]
-                if "x-gateway-model-group" in raw.headers
-                else "none",
+                raw.headers.get("x-gateway-model-group", "none"),
                 raw.headers.get("x-gateway-degraded"),
             )
         )
