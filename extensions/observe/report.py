@@ -252,6 +252,16 @@ class Fallbacks:
 
 
 @dataclass
+class PromptCacheRow:
+    model_group: str
+    requests: int  # requests that read or wrote the provider's prompt cache
+    read_tokens: int
+    write_tokens: int
+    saved_usd: float
+    storage_usd: float
+
+
+@dataclass
 class Report:
     window_start: str | None
     window_end: str | None
@@ -273,6 +283,9 @@ class Report:
     latency_overall: LatencyRow | None
     errors: Errors
     fallbacks: Fallbacks
+    prompt_cache: list[PromptCacheRow]
+    degraded: dict[str, int]  # budget ladder rungs ("cache_only", "a -> b") -> answers
+    pii: dict[str, int]  # "action:kind" -> requests
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -355,6 +368,9 @@ class _Tally:
         self.fallbacks = 0
         self.retried_requests = 0
         self.retries = 0
+        self.prompt_cache: defaultdict[str, list[float]] = defaultdict(lambda: [0, 0, 0, 0.0, 0.0])
+        self.degraded: Counter[str] = Counter()
+        self.pii: Counter[str] = Counter()
 
     def add(self, ts: datetime, rec: Mapping[str, Any]) -> None:
         self.requests += 1
@@ -411,6 +427,24 @@ class _Tally:
         if retries > 0:
             self.retried_requests += 1
             self.retries += retries
+        self._add_extras(rec)
+
+    def _add_extras(self, rec: Mapping[str, Any]) -> None:
+        cache = rec.get("prompt_cache")
+        if isinstance(cache, Mapping):
+            row = self.prompt_cache[_str(rec.get("model_group")) or NONE_LABEL]
+            row[0] += 1
+            row[1] += int(_num(cache.get("read_tokens")) or 0)
+            row[2] += int(_num(cache.get("write_tokens")) or 0)
+            row[3] += _num(cache.get("saved_usd")) or 0.0
+            row[4] += _num(cache.get("storage_usd")) or 0.0
+        degraded = _str(rec.get("degraded"))
+        if degraded:
+            self.degraded[degraded.split(" (budget")[0]] += 1
+        pii = rec.get("pii")
+        if isinstance(pii, Mapping):
+            for kind in pii.get("kinds") or []:
+                self.pii[f"{pii.get('action')}:{kind}"] += 1
 
     def report(self, window: Window, scan: Scan) -> Report:
         chat = self.cache.get("chat", Counter())
@@ -473,6 +507,12 @@ class _Tally:
                 retried_requests=self.retried_requests,
                 retries=self.retries,
             ),
+            prompt_cache=[
+                PromptCacheRow(g, int(v[0]), int(v[1]), int(v[2]), _money(v[3]), _money(v[4]))
+                for g, v in sorted(self.prompt_cache.items())
+            ],
+            degraded=_sorted_counts(self.degraded),
+            pii=_sorted_counts(self.pii),
         )
 
 
@@ -664,6 +704,16 @@ def render_markdown(report: Report, top: int = 10) -> str:
         f"- requests with fallbacks: {f.requests} ({f.total} fallbacks in all)",
         f"- requests with retries: {f.retried_requests} ({f.retries} retries in all)",
     ]
+    out += ["", "## Provider prompt caching", ""]
+    out += _table(
+        ["model group", "requests", "cached tokens read", "written", "saved", "storage fees"],
+        ([x.model_group, x.requests, x.read_tokens, x.write_tokens, _usd(x.saved_usd),
+          _usd(x.storage_usd)] for x in r.prompt_cache),
+    )  # fmt: skip
+    out += ["", "## Degraded answers (budget ladder)", ""]
+    out += _table(["rung", "answers"], r.degraded.items())
+    out += ["", "## Sensitive data found (PII guardrail)", ""]
+    out += _table(["action:kind", "requests"], r.pii.items())
     return "\n".join(out) + "\n"
 
 

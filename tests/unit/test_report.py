@@ -35,24 +35,51 @@ def rec(minute: int = 0, **fields: Any) -> dict[str, Any]:
     latency = fields.pop("total_ms", 10.0)
     record: dict[str, Any] = {
         "ts": (T0 + timedelta(minutes=minute)).isoformat(timespec="milliseconds")[:-6] + "Z",
-        "event": "request", "request_id": f"req-{minute}", "key_alias": None, "team": None,
-        "endpoint": "chat", "route": "gpt-sim", "stream": False, "router": None,
-        "intent": None, "confidence": None, "action": "DIRECT", "model_group": "gpt-sim",
-        "deployment": "gpt-sim-a", "provider": "openai", "fallbacks": 0, "retries": 0,
-        "cache": "MISS", "similarity": None,
-        "latency_ms": {"total": latency, "gateway": 1.0, "classify": None, "cache": 0.4,
-                       "upstream": None},
+        "event": "request",
+        "request_id": f"req-{minute}",
+        "key_alias": None,
+        "team": None,
+        "endpoint": "chat",
+        "route": "gpt-sim",
+        "stream": False,
+        "router": None,
+        "intent": None,
+        "confidence": None,
+        "action": "DIRECT",
+        "model_group": "gpt-sim",
+        "deployment": "gpt-sim-a",
+        "provider": "openai",
+        "fallbacks": 0,
+        "retries": 0,
+        "cache": "MISS",
+        "similarity": None,
+        "latency_ms": {
+            "total": latency,
+            "gateway": 1.0,
+            "classify": None,
+            "cache": 0.4,
+            "upstream": None,
+        },
         "tokens": {"prompt": 12, "completion": 30, "cached": 0},
-        "cost_usd": 0.0, "saved_usd": 0.0, "status": 200, "error": None,
-    }  # fmt: skip
+        "cost_usd": 0.0,
+        "saved_usd": 0.0,
+        "status": 200,
+        "error": None,
+    }
     record.update(fields)
     return record
 
 
 def bot(action: str, intent: str | None, **fields: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {"route": "support-bot", "router": "support-bot", "intent": intent,
-                            "action": action, "team": "support", "model_group": None,
-                            "cache": "NONE"}  # fmt: skip
+    base: dict[str, Any] = {
+        "route": "support-bot",
+        "router": "support-bot",
+        "intent": intent,
+        "action": action,
+        "team": "support",
+        "model_group": None,
+        "cache": "NONE",
+    }
     return rec(**{**base, **fields})
 
 
@@ -108,10 +135,19 @@ def test_counts_traffic_by_route_action_and_intent() -> None:
     report = summarize(LINES)
     assert report.requests == 12
     assert report.by_route == {"support-bot": 6, "gpt-sim": 5, "embed-sim": 1}
-    assert report.by_action == {"DIRECT": 6, "ROUTE": 2, "CLARIFY": 1, "HANDOFF": 1,
-                                "REFUSE": 1, "RESPOND": 1}  # fmt: skip
-    assert report.by_intent == {"support-bot/technical_issue": 2, "support-bot/billing": 1,
-                                "support-bot/password_reset": 1}  # fmt: skip
+    assert report.by_action == {
+        "DIRECT": 6,
+        "ROUTE": 2,
+        "CLARIFY": 1,
+        "HANDOFF": 1,
+        "REFUSE": 1,
+        "RESPOND": 1,
+    }
+    assert report.by_intent == {
+        "support-bot/technical_issue": 2,
+        "support-bot/billing": 1,
+        "support-bot/password_reset": 1,
+    }
     assert report.first_request == "2026-01-15T03:00:00.000Z"
     assert report.total_cost_usd == 1.125
 
@@ -123,10 +159,16 @@ def test_cache_hit_rate_excludes_bypass_and_none_but_reports_them() -> None:
     assert cache.chat_hit_rate == pytest.approx(1 / 3)
     assert (cache.chat_shadow_hits, cache.chat_bypass, cache.chat_none) == (1, 1, 4)
     assert cache.outcomes == {
-        "chat": {"NONE": 4, "MISS": 3, "BYPASS": 1, "HIT_EXACT": 1, "HIT_SEMANTIC": 1,
-                 "SHADOW_HIT": 1},
+        "chat": {
+            "NONE": 4,
+            "MISS": 3,
+            "BYPASS": 1,
+            "HIT_EXACT": 1,
+            "HIT_SEMANTIC": 1,
+            "SHADOW_HIT": 1,
+        },
         "embeddings": {"HIT_EXACT": 1},
-    }  # fmt: skip
+    }
 
 
 def test_no_lookups_is_no_rate_not_zero() -> None:
@@ -244,8 +286,17 @@ def test_malformed_lines_are_counted_and_skipped() -> None:
 
 
 def test_fields_of_the_wrong_type_count_as_absent() -> None:
-    odd = rec(cost_usd="lots", saved_usd=True, latency_ms="fast", fallbacks="2", status="500",
-              error="boom", cache=None, route=7, team=["x"])  # fmt: skip
+    odd = rec(
+        cost_usd="lots",
+        saved_usd=True,
+        latency_ms="fast",
+        fallbacks="2",
+        status="500",
+        error="boom",
+        cache=None,
+        route=7,
+        team=["x"],
+    )
     report = summarize([json.dumps(odd), json.dumps(rec(latency_ms={"total": None}))])
     assert report.requests == 2
     assert report.total_cost_usd == 0.0 and report.savings.total_usd == 0.0
@@ -319,7 +370,10 @@ def test_folders_read_current_and_rotated_logs_only(tmp_path: Path) -> None:
     _write(tmp_path / "other.jsonl", [rec(5)])
     files = log_files([tmp_path])
     assert sorted(f.name for f in files) == [
-        "requests-11.jsonl", "requests-11.jsonl.1", "requests-12.jsonl.2"]  # fmt: skip
+        "requests-11.jsonl",
+        "requests-11.jsonl.1",
+        "requests-12.jsonl.2",
+    ]
     report = build_report([tmp_path, tmp_path / "requests-11.jsonl"])  # each file once
     assert report.requests == 4 and report.scan.malformed_lines == 1
     assert len(report.scan.files) == 3
@@ -339,8 +393,10 @@ def test_missing_paths_are_errors(tmp_path: Path) -> None:
 def test_markdown_tables() -> None:
     text = render_markdown(summarize(LINES), top=1)
     assert text.startswith("# Gateway analytics\n")
-    assert ("Chat hit rate: **33.3%** (2 hits of 6 lookups; shadow hits 1; not looked up: "
-            "BYPASS 1, NONE 4).") in text  # fmt: skip
+    assert (
+        "Chat hit rate: **33.3%** (2 hits of 6 lookups; shadow hits 1; not looked up: "
+        "BYPASS 1, NONE 4)."
+    ) in text
     assert "| gpt-sim | 5 | 4.0 | 30.0 | 30.0 |" in text
     assert "| (all) | 12 | 5.0 | 200.0 | 200.0 |" in text
     assert "| support-bot/technical_issue | 2 | $0.750000 | $0.375000 |" in text
@@ -356,8 +412,13 @@ def test_json_round_trip() -> None:
     data = json.loads(summarize(LINES).to_json())
     assert data["requests"] == 12
     assert data["cache"]["chat_hit_rate"] == pytest.approx(1 / 3)
-    assert data["latency_by_route"][1] == {"route": "gpt-sim", "samples": 5, "p50_ms": 4.0,
-                                           "p95_ms": 30.0, "max_ms": 30.0}  # fmt: skip
+    assert data["latency_by_route"][1] == {
+        "route": "gpt-sim",
+        "samples": 5,
+        "p50_ms": 4.0,
+        "p95_ms": 30.0,
+        "max_ms": 30.0,
+    }
     assert data["scan"]["malformed_lines"] == 0
 
 
@@ -366,8 +427,17 @@ def test_cli_prints_and_writes_reports(tmp_path: Path, capsys: pytest.CaptureFix
     logs.mkdir()
     _write(logs / "requests-1.jsonl", RECORDS)
     out = tmp_path / "out"
-    args = ["report", "--logs", str(logs), "--out", str(out),
-            "--start", "2026-01-15T02:00:00Z", "--end", "2026-01-15T04:00:00Z"]  # fmt: skip
+    args = [
+        "report",
+        "--logs",
+        str(logs),
+        "--out",
+        str(out),
+        "--start",
+        "2026-01-15T02:00:00Z",
+        "--end",
+        "2026-01-15T04:00:00Z",
+    ]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert printed == (out / "analytics.md").read_text()
@@ -410,3 +480,41 @@ def test_cli_missing_path_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[
     err = capsys.readouterr().err
     assert err == f"gateway report: {missing}: no such file or folder\n"
     assert not (tmp_path / "o").exists()
+
+
+def test_prompt_caching_degraded_answers_and_pii_findings() -> None:
+    records = [
+        rec(
+            0,
+            model_group="claude-sim",
+            prompt_cache={
+                "read_tokens": 1500,
+                "write_tokens": 0,
+                "saved_usd": 0.004,
+                "storage_usd": 0.0,
+            },
+        ),
+        rec(
+            1,
+            model_group="gemini-sim",
+            prompt_cache={
+                "read_tokens": 0,
+                "write_tokens": 2000,
+                "saved_usd": 0.0,
+                "storage_usd": 0.002,
+            },
+        ),
+        rec(2, degraded="claude-sim -> gpt-sim-mini (budget 62% spent)"),
+        rec(3, degraded="cache_only (budget 91% spent)"),
+        rec(4, pii={"action": "redacted", "kinds": ["card", "email"]}),
+    ]
+    r = summarize([json.dumps(x) for x in records])
+    assert [(x.model_group, x.read_tokens, x.write_tokens) for x in r.prompt_cache] == [
+        ("claude-sim", 1500, 0),
+        ("gemini-sim", 0, 2000),
+    ]
+    assert r.prompt_cache[1].storage_usd == 0.002
+    assert r.degraded == {"cache_only": 1, "claude-sim -> gpt-sim-mini": 1}
+    assert r.pii == {"redacted:card": 1, "redacted:email": 1}
+    text = render_markdown(r)
+    assert "## Provider prompt caching" in text and "redacted:card" in text
