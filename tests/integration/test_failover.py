@@ -63,7 +63,7 @@ async def test_primary_500_fails_over_and_headers_tell(
     resp = raw.parse()
     assert (resp.choices[0].message.content or "").startswith("Simulated reply from sim-gemini")
     assert raw.headers["x-gateway-deployment"] == "gemini-sim"
-    assert raw.headers["x-litellm-attempted-fallbacks"] == "1"
+    assert raw.headers["x-gateway-attempted-fallbacks"] == "1"
     assert faults.count("sim-claude") == 1  # no retry on 500 when a fallback exists
 
 

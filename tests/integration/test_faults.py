@@ -428,7 +428,7 @@ async def one_request(client: openai.AsyncOpenAI, model: str, stream: bool, i: i
                 model=model, messages=messages, stream=True, extra_body=NO_CACHE
             )
             out.status = raw.status_code
-            out.fallbacks = int(raw.headers.get("x-litellm-attempted-fallbacks") or 0)
+            out.fallbacks = int(raw.headers.get("x-gateway-attempted-fallbacks") or 0)
             pieces = []
             async for chunk in raw.parse():
                 if chunk.choices and chunk.choices[0].delta.content:
@@ -439,7 +439,7 @@ async def one_request(client: openai.AsyncOpenAI, model: str, stream: bool, i: i
                 model=model, messages=messages, extra_body=NO_CACHE
             )
             out.status = raw_plain.status_code
-            out.fallbacks = int(raw_plain.headers.get("x-litellm-attempted-fallbacks") or 0)
+            out.fallbacks = int(raw_plain.headers.get("x-gateway-attempted-fallbacks") or 0)
             out.text = raw_plain.parse().choices[0].message.content or ""
     except openai.APIError as exc:
         out.status = getattr(exc, "status_code", None) or -1

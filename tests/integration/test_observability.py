@@ -124,7 +124,7 @@ def traffic(obs_gateway: Proxy, sim: SimProvider, log_folder: Path) -> list[Row]
             expected.append(("gpt-sim", "DIRECT", outcome, "200"))
         sim.set_model("sim-claude", {"faults": [{"kind": "http_500", "rate": 1.0}]})
         h = await chat(obs_gateway, "claude-sim", f"fail over please {RUN}")
-        assert h["x-litellm-attempted-fallbacks"] == "1"
+        assert h["x-gateway-attempted-fallbacks"] == "1"
         expected.append(("claude-sim", "DIRECT", "MISS", "200"))
         sim.reset()
         await chat(obs_gateway, "gpt-sim", f"stream a few words {RUN}", stream=True)
