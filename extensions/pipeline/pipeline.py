@@ -325,6 +325,7 @@ class Pipeline:
     async def _charge(self, ctx: RequestContext) -> None:
         assert ctx.admission is not None and ctx.principal is not None
         served = ctx.served or Served()
+        cache = ctx.prompt_cache
         charge = Charge(
             ctx.principal.alias,
             ctx.principal.team,
@@ -332,6 +333,9 @@ class Pipeline:
             served.usage.total,
             served.cost_usd,
             ctx.saved_usd,
+            cached_tokens=served.usage.cached_tokens,
+            prompt_cache_saved_usd=cache.saved_usd if cache is not None else 0.0,
+            storage_usd=cache.storage_usd if cache is not None else 0.0,
         )
         try:
             await self.gatekeeper.charge(ctx.admission, charge)

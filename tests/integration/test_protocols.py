@@ -17,7 +17,7 @@ import httpx
 import openai
 import pytest
 
-from tests.support.stack import Proxy, SimProvider, derive_gateway_config
+from tests.support.stack import NO_CACHE, Proxy, SimProvider, derive_gateway_config
 
 pytestmark = pytest.mark.integration
 PROTOCOLS = ("chat", "responses", "messages")
@@ -125,7 +125,8 @@ async def test_router_on_every_protocol(
     proxy: Proxy, clean_sim: SimProvider, protocol: str, stream: bool
 ) -> None:
     for query, action, expected in ROUTER_CASES:
-        text, headers = await ask(proxy, protocol, "support-bot", query, stream)
+        text, headers = await ask(proxy, protocol, "support-bot", query, stream,
+                                  extra_body=NO_CACHE)  # fmt: skip
         assert headers["x-gateway-action"] == action, query
         assert headers["x-gateway-intent"], query
         assert expected in text, (query, text)
