@@ -271,7 +271,7 @@ async def test_parallel_slot_is_freed_after_success_error_and_disconnect(
         await ask(proxy, protocol, "gpt-sim", "second at once", key=key)
     await slow  # success: the slot is free again
     await ask(proxy, protocol, "gpt-sim-mini", "after success", key=key)
-    clean_sim.set_model("sim-gpt-mini", {"fault": {"http_500": 1.0}})
+    clean_sim.set_model("sim-gpt-mini", {"faults": [{"kind": "http_500", "rate": 1.0}]})
     with pytest.raises((openai.APIStatusError, anthropic.APIStatusError)):
         await ask(proxy, protocol, "gpt-sim-mini", "an error", key=key)
     clean_sim.clear_model("sim-gpt-mini")

@@ -103,6 +103,30 @@ def reload_now(proxy: Proxy, key: str = TEST_MASTER_KEY) -> httpx.Response:
     )
 
 
+async def wait_status(proxy: Proxy, done: Any, timeout_s: float = 15) -> dict[str, Any]:
+    """The config status once ``done(status)`` holds in both workers (polled: each worker
+    checks the file every 0.5 s, slower on a busy machine)."""
+    deadline = time.monotonic() + timeout_s
+    status: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        statuses = [config_status(proxy) for _ in range(6)]  # new connections: both workers
+        if all(done(s) for s in statuses):
+            return statuses[0]
+        status = statuses[0]
+        await asyncio.sleep(0.3)
+    return status
+
+
+async def streamed_record(config_path: Path) -> dict[str, Any]:
+    """The log line of the streamed request (written by a thread once the stream ended)."""
+    for _ in range(50):
+        found = [r for r in request_log(config_path) if r["stream"] and r["route"] == "gpt-sim"]
+        if found:
+            return found[-1]
+        await asyncio.sleep(0.1)
+    raise AssertionError("no log line for the streamed request")
+
+
 def request_log(config_path: Path) -> list[dict[str, Any]]:
     logs = Path(yaml.safe_load(config_path.read_text())["observability"]["request_log"]["dir"])
     return [json.loads(line) for p in logs.glob("requests-*.jsonl")
@@ -149,8 +173,7 @@ async def test_invalid_edit_is_rejected_and_last_good_keeps_serving(
     good = yaml.safe_load(config_path.read_text())  # noqa: ASYNC240
     try:
         edit_config(config_path, lambda d: d["cache"]["semantic"].update(threshold=1.5))
-        await asyncio.sleep(1.5)  # every worker polls every 0.5 s
-        status = config_status(reload_gateway)
+        status = await wait_status(reload_gateway, lambda s: s["last_error"] is not None)
         assert status["last_error"] is not None
         assert str(config_path) in status["last_error"]
         assert "cache.semantic.threshold" in status["last_error"]
@@ -164,8 +187,8 @@ async def test_invalid_edit_is_rejected_and_last_good_keeps_serving(
         assert refused.status_code == 403
     finally:
         edit_config(config_path, lambda d: d.update(good))
-    await asyncio.sleep(1.5)
-    assert config_status(reload_gateway)["last_error"] is None
+    status = await wait_status(reload_gateway, lambda s: s["last_error"] is None)
+    assert status["last_error"] is None
 
 
 async def test_in_flight_request_finishes_on_its_generation(
@@ -191,8 +214,7 @@ async def test_in_flight_request_finishes_on_its_generation(
         async for chunk in stream:
             text += "".join(c.delta.content or "" for c in chunk.choices)
     assert len(text.split()) >= 50
-    records = request_log(config_path)
-    mine = next(r for r in records if r["stream"] and r["route"] == "gpt-sim")
+    mine = await streamed_record(config_path)
     assert mine["status"] == 200 and mine["tokens"]["completion"] > 0
     assert isinstance(mine["generation"], int) and mine["generation"] <= started_on + 1
     assert await wait_generation(reload_gateway, started_on), "the reload happened meanwhile"

@@ -84,7 +84,8 @@ async def test_respond_is_canned_and_free(
     assert headers["x-gateway-intent"] == "reset_password"
     assert headers["x-gateway-router"] == ROUTER
     assert 0.5 < float(headers["x-gateway-confidence"]) <= 1.0
-    assert "x-gateway-deployment" not in headers
+    assert (headers["x-gateway-provider"], headers["x-gateway-deployment"]) == ("gateway", "router")
+    assert "x-gateway-model-group" not in headers  # no model answered
     if usage is not None:
         assert usage.total_tokens == 0
     assert clean_sim.stats()["total"] == 0

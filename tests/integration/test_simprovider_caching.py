@@ -139,10 +139,9 @@ async def test_openai_automatic_caching_through_litellm(
     assert second["cached_tokens"] == AUTOMATIC  # usage.prompt_tokens_details.cached_tokens
     assert second["prompt_tokens"] == first["prompt_tokens"]  # cached tokens are included
     assert second["cache_read_input_tokens"] is None  # not filled for openai/
-    if model == "openai/gpt-4o-mini":  # LiteLLM's price map knows the cached-input price
-        assert second["response_cost"] < first["response_cost"]
-    else:  # config/litellm.yaml gives no cache_read_input_token_cost: full price
-        assert second["response_cost"] == first["response_cost"]
+    # LiteLLM's price map knows gpt-4o-mini's cached-input price, config/litellm.yaml gives
+    # sim-gpt-a its cache_read_input_token_cost: cached input is cheaper for both
+    assert second["response_cost"] < first["response_cost"]
 
 
 async def test_openai_responses_caching_through_litellm(
@@ -200,10 +199,8 @@ async def test_gemini_implicit_caching_through_litellm(
     if model == "gemini/gemini-2.5-flash":
         assert second["prompt_tokens"] == first["prompt_tokens"]  # cached tokens included
         assert second["response_cost"] < first["response_cost"]
-    else:  # LiteLLM folds the system prompt into the user turn for a model it does not know
-        assert second["prompt_tokens"] == first["prompt_tokens"] + 1  # ceil of 1 more char
-        # config/litellm.yaml gives no cache_read_input_token_cost: full input price
-        assert second["response_cost"] == pytest.approx(first["response_cost"], rel=0.01)
+    else:  # config/litellm.yaml gives sim-gemini its cache_read_input_token_cost
+        assert second["response_cost"] < first["response_cost"]
 
 
 async def test_gemini_explicit_caching_through_litellm(

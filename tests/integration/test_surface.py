@@ -180,7 +180,7 @@ def test_operator_and_admin_routes_need_the_master_key(
 def test_fallbacks_never_reach_a_group_the_key_may_not_use(
     http: httpx.Client, clean_sim: SimProvider
 ) -> None:
-    clean_sim.set_model("sim-claude", {"fault": {"http_500": 1.0}})
+    clean_sim.set_model("sim-claude", {"faults": [{"kind": "http_500", "rate": 1.0}]})
     body = {
         "model": "claude-sim",
         "messages": [{"role": "user", "content": "hi there"}],
@@ -198,7 +198,7 @@ def test_fallbacks_never_reach_a_group_the_key_may_not_use(
 def test_fallback_answer_names_the_group_that_answered(
     http: httpx.Client, proxy: Proxy, clean_sim: SimProvider
 ) -> None:
-    clean_sim.set_model("sim-claude", {"fault": {"http_500": 1.0}})
+    clean_sim.set_model("sim-claude", {"faults": [{"kind": "http_500", "rate": 1.0}]})
     body = {
         "model": "claude-sim",
         "messages": [{"role": "user", "content": "fall over"}],
