@@ -103,11 +103,14 @@ class ConfigReloader:
 
     def status(self) -> dict[str, Any]:
         return {
-            "file": str(self.path), "generation": self.generations.number,
-            "sha256": self.digest, "loaded_at": self.loaded_at,
-            "last_checked": self.last_checked, "last_error": self.last_error,
+            "file": str(self.path),
+            "generation": self.generations.number,
+            "sha256": self.digest,
+            "loaded_at": self.loaded_at,
+            "last_checked": self.last_checked,
+            "last_error": self.last_error,
             "rejected": self.rejected,
-        }  # fmt: skip
+        }
 
     async def check(self, force: bool = False) -> dict[str, Any]:
         """Reload if the file changed (or ``force``); the status afterwards."""
@@ -138,16 +141,19 @@ class ConfigReloader:
             self.digest, self.loaded_at, self.last_error = digest, time.time(), None
             self._gauge(parts, "ok")
             self._retire(previous, parts)
-            logger.warning("gateway.yaml reloaded: generation %d (sha256 %s)", number,
-                           digest[:12])  # fmt: skip
+            logger.warning("gateway.yaml reloaded: generation %d (sha256 %s)", number, digest[:12])
             return self.status()
 
     def _watched(self) -> list[Path]:
         """The chain of gateway.yaml files and the routers' example files it names."""
         config = getattr(self.generations.parts, "config", None)
         routers = getattr(config, "routers", None) or {}
-        examples = [self.path.parent / intent.examples_file for spec in routers.values()
-                    for intent in spec.intents if intent.examples_file is not None]  # fmt: skip
+        examples = [
+            self.path.parent / intent.examples_file
+            for spec in routers.values()
+            for intent in spec.intents
+            if intent.examples_file is not None
+        ]
         return [*self._chain, *examples]
 
     def _changed_digest(self, force: bool) -> str | None:
@@ -168,8 +174,11 @@ class ConfigReloader:
         self.last_error = message
         self.rejected += 1
         self._gauge(self.generations.parts, "rejected")
-        logger.error("gateway.yaml reload rejected; still serving generation %d: %s",
-                     self.generations.number, message)  # fmt: skip
+        logger.error(
+            "gateway.yaml reload rejected; still serving generation %d: %s",
+            self.generations.number,
+            message,
+        )
 
     def _gauge(self, parts: Parts, result: str | None = None) -> None:
         metrics = parts.observer.metrics
@@ -193,8 +202,11 @@ class ConfigReloader:
             if handoffs is not None and handoffs is not new.pipeline.decider.handoffs:
                 await handoffs.close()
 
-        if (old.observer is new.observer and old.link is new.link
-                and old.pipeline.decider.handoffs is new.pipeline.decider.handoffs):  # fmt: skip
+        if (
+            old.observer is new.observer
+            and old.link is new.link
+            and old.pipeline.decider.handoffs is new.pipeline.decider.handoffs
+        ):
             return
         task = asyncio.get_running_loop().create_task(later())
         self._retiring.add(task)

@@ -64,9 +64,15 @@ class AuditCounters:
 
 
 class Auditor:
-    def __init__(self, settings: Audit, cache: ResponseCache, encoder: Encoder,
-                 upstream: Upstream, on_result: Callable[[str, float], None] | None = None,
-                 rng: random.Random | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        settings: Audit,
+        cache: ResponseCache,
+        encoder: Encoder,
+        upstream: Upstream,
+        on_result: Callable[[str, float], None] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
         self.settings = settings
         self.cache = cache
         self.encoder = encoder
@@ -117,7 +123,8 @@ class Auditor:
         """Ask afresh, compare the answers, evict on a mismatch; True when the hit passed."""
         request = ChatRequest(case.model_group, case.request.messages, dict(case.request.params))
         reply = await self.upstream.complete(
-            Call(f"audit-{uuid.uuid4().hex}", case.model_group, request))  # fmt: skip
+            Call(f"audit-{uuid.uuid4().hex}", case.model_group, request)
+        )
         fresh = answer_text(reply.body)
         vectors = await self.encoder.encode([case.cached_answer, fresh])
         agreement = float(np.dot(vectors[0], vectors[1]))
@@ -138,8 +145,14 @@ class Auditor:
             self.on_result(result, cost)
 
     def _line(self, case: AuditCase, agreement: float, passed: bool, cost: float) -> dict[str, Any]:
-        return {"event": "cache_audit", "request_id": case.request_id, "entry": case.entry_id[:16],
-                "model_group": case.model_group, "query_similarity": case.similarity,
-                "answer_agreement": round(agreement, 4),
-                "result": "pass" if passed else "fail (evicted)", "cost_usd": round(cost, 10),
-                "precision": self.counters.precision}  # fmt: skip
+        return {
+            "event": "cache_audit",
+            "request_id": case.request_id,
+            "entry": case.entry_id[:16],
+            "model_group": case.model_group,
+            "query_similarity": case.similarity,
+            "answer_agreement": round(agreement, 4),
+            "result": "pass" if passed else "fail (evicted)",
+            "cost_usd": round(cost, 10),
+            "precision": self.counters.precision,
+        }

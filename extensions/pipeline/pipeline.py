@@ -273,8 +273,15 @@ class Pipeline:
         if not (cache.hit_id and cache.hit_namespace and cache.hit_group):
             return
         assert isinstance(ctx.request, ChatRequest)
-        case = AuditCase(ctx.id, cache.hit_id, cache.hit_namespace, cache.hit_group, ctx.request,
-                         answer_text(answer), cache.similarity)  # fmt: skip
+        case = AuditCase(
+            ctx.id,
+            cache.hit_id,
+            cache.hit_namespace,
+            cache.hit_group,
+            ctx.request,
+            answer_text(answer),
+            cache.similarity,
+        )
         self.auditor.submit(case)
 
     def _price_prompt_cache(self, ctx: RequestContext) -> None:

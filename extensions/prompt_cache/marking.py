@@ -34,8 +34,9 @@ def _marked(messages: list[dict[str, Any]]) -> bool:
     return False
 
 
-def mark_prefix(messages: list[dict[str, Any]], settings: GroupCaching | None,
-                gemini: bool) -> list[dict[str, Any]]:  # fmt: skip
+def mark_prefix(
+    messages: list[dict[str, Any]], settings: GroupCaching | None, gemini: bool
+) -> list[dict[str, Any]]:
     """``messages`` with the last system message marked, when explicit caching applies."""
     if settings is None or settings.mode is not Mode.EXPLICIT or _marked(messages):
         return messages
@@ -51,9 +52,10 @@ def mark_prefix(messages: list[dict[str, Any]], settings: GroupCaching | None,
         marker["ttl"] = f"{settings.ttl_s}s"
     content = messages[last].get("content")
     parts: list[dict[str, Any]] = (
-        [{"type": "text", "text": content}] if isinstance(content, str)
+        [{"type": "text", "text": content}]
+        if isinstance(content, str)
         else [dict(p) for p in content or []]
-    )  # fmt: skip
+    )
     parts[-1] = {**parts[-1], "cache_control": marker}
     out = list(messages)
     out[last] = {**messages[last], "content": parts}

@@ -16,8 +16,9 @@ class PromptCacheUse:
     storage_usd: float  # explicit caches: stored tokens × hours × the storage rate
 
 
-def prompt_cache_use(price: Price | None, settings: GroupCaching | None, read: int,
-                     written: int) -> PromptCacheUse | None:  # fmt: skip
+def prompt_cache_use(
+    price: Price | None, settings: GroupCaching | None, read: int, written: int
+) -> PromptCacheUse | None:
     if not read and not written:
         return None
     saved = 0.0

@@ -30,8 +30,11 @@ def freeze_heap() -> int:
     gc.collect()
     gc.freeze()
     frozen = gc.get_freeze_count()
-    log.info("froze the start-up heap: %d objects in %.0f ms", frozen,
-             (time.perf_counter() - started) * 1000)  # fmt: skip
+    log.info(
+        "froze the start-up heap: %d objects in %.0f ms",
+        frozen,
+        (time.perf_counter() - started) * 1000,
+    )
     return frozen
 
 
