@@ -1,5 +1,5 @@
 # Obvious targets. `make run` and `make test` are the two README commands.
-.PHONY: run test unit integration lint typecheck check lock venv clean
+.PHONY: run test unit integration lint typecheck check lock venv clean bench
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -23,6 +23,9 @@ integration: venv
 lint: venv
 	$(VENV)/bin/ruff check extensions tests loadtests
 	$(VENV)/bin/ruff format --check extensions tests loadtests
+
+bench: venv          ## the gateway against bare LiteLLM, side by side (ratios in one run)
+	$(PY) -m loadtests.benchmark --json reports/benchmark.json
 
 typecheck: venv
 	$(VENV)/bin/mypy extensions

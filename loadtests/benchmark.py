@@ -64,6 +64,7 @@ Tuning comparison (server x workers x LiteLLM log level, bare and miss-model onl
 from __future__ import annotations
 
 import argparse
+import shutil
 import itertools
 import json
 import os
@@ -1018,6 +1019,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.generator == "python" and shutil.which("wrk") is None:
+        print("benchmark: wrk is not installed: using the Python load generator (its own "
+              "process; its CPU per request is printed for every target)", flush=True)  # fmt: skip
     report = run(args)
     print(render(report), flush=True)
     if args.json:
