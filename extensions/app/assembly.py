@@ -27,7 +27,9 @@ from extensions.config.schema import GatewayConfig
 from extensions.embedding.encoder import BatchingEncoder
 from extensions.observe.metrics import GatewayMetrics
 from extensions.observe.observer import Observer
+from extensions.guard.guard import Guard
 from extensions.pipeline.admission import Gatekeeper
+from extensions.pipeline.audit import Auditor
 from extensions.pipeline.decide import Decider
 from extensions.pipeline.pipeline import Inflight, Pipeline
 from extensions.pipeline.upstream import Upstream
@@ -154,6 +156,18 @@ def build_limits(
     return MemoryLimits(), MemorySpend(), MemoryUsage()
 
 
+def build_auditor(config: GatewayConfig, cache: RequestCache | None,
+                  encoder: BatchingEncoder | None, upstream: Upstream,
+                  previous: Parts | None) -> Auditor | None:  # fmt: skip
+    """The audit of served semantic hits; kept across a reload that kept the cache."""
+    settings = config.cache.semantic.audit
+    if cache is None or encoder is None or not settings.enabled:
+        return None
+    if previous is not None and previous.cache is cache and previous.pipeline.auditor is not None:
+        return previous.pipeline.auditor
+    return Auditor(settings, cache.cache, encoder, upstream)
+
+
 @dataclass
 class Parts:
     """One generation: what serves requests, and what the next reload may keep."""
@@ -278,6 +292,8 @@ def build_gateway(
         cache=cache,
         inflight=inflight,
         routers=frozenset(config.routers),
+        guard=Guard(config.guardrails) if config.guardrails.routes else None,
+        auditor=build_auditor(config, cache, encoder, upstream, previous),
         headers_enabled=config.response_headers.enabled,
     )
     settings = config.observability

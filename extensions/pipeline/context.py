@@ -154,6 +154,7 @@ class RequestContext:
     protocol: Protocol
     path: str
     principal: Principal | None = None  # None until authenticated
+    requested: str | None = None  # the model or router the body names (once it was read)
     request: NeutralRequest | None = None  # None until parsed
     started: float = field(default_factory=time.perf_counter)  # when the request arrived
     grant: Grant | None = None
@@ -173,10 +174,6 @@ class RequestContext:
     @property
     def stream(self) -> bool:
         return self.request is not None and self.request.stream
-
-    @property
-    def requested(self) -> str | None:
-        return self.request.model if self.request is not None else None
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000

@@ -152,7 +152,7 @@ class Pipeline:
         x_api_key = raw.protocol is Protocol.MESSAGES
         ctx.principal = authenticate(self.verifier, raw.headers, x_api_key)
         body = parse_body(raw.body)
-        model = body["model"]
+        model = ctx.requested = body["model"]
         ctx.grant = self.gatekeeper.authorise(ctx.principal, raw.protocol, model)
         self._check_model(model, raw.protocol)
         ctx.request = adapter.parse(body, raw.headers)
@@ -244,7 +244,11 @@ class Pipeline:
     # -- finish ---------------------------------------------------------------------------
 
     async def finish(self, ctx: RequestContext, result: Result) -> None:
-        """Close the request exactly once: store, release, charge, record."""
+        """Close the request exactly once: release, charge, record, then store.
+
+        Accounting comes first, before anything that waits on a thread (the cache's store):
+        a client's next request must see this one's slot free and its cost charged.
+        """
         if ctx.finished:
             return
         ctx.finished = True
@@ -257,13 +261,13 @@ class Pipeline:
         except Exception:  # release must not stop the record; the slot expires anyway
             logger.exception("releasing %s failed", ctx.id)
         self._price_prompt_cache(ctx)
+        if ctx.admission is not None and ctx.principal is not None:
+            await self._charge(ctx)
+        self._record(ctx, result)
         if result.ending is Ending.COMPLETED and result.answer is not None:
             await self._store(ctx, result.answer)
         if result.ending is Ending.ANSWERED and result.answer is not None:
             self._audit(ctx, result.answer)
-        if ctx.admission is not None and ctx.principal is not None:
-            await self._charge(ctx)
-        self._record(ctx, result)
 
     def _audit(self, ctx: RequestContext, answer: dict[str, Any]) -> None:
         """A served semantic hit goes to the auditor's sample (checked off the request path)."""

@@ -46,11 +46,15 @@ def audited_pair(
         data["cache"]["semantic"]["audit"] = {
             "enabled": True,
             "sample_rate": 1.0,
-            "answer_threshold": 0.5,
+            "answer_threshold": 0.3,
         }
 
     config = derive_gateway_config(tmp_path_factory.mktemp("audit"), edit)
     yield from proxy_pair(log_dir, sim, config, "audit")
+
+
+# the simulator's answers are random words: two answers to one question agree at 0.45-0.75
+# (cosine), an unrelated sentence at about 0; real models' answers agree far more
 
 
 def audits(proxy: Proxy) -> list[dict[str, Any]]:
@@ -92,7 +96,7 @@ async def test_a_planted_wrong_entry_is_found_and_evicted(
     served, h2, _ = await chat(two, "gpt-sim-mini", "How can I change the email on my account?")
     assert h2["x-gateway-cache"] == "HIT_SEMANTIC" and served == right
     [passed] = await wait_for_audits(two, 1)
-    assert passed["result"] == "pass"
+    assert passed["result"] == "pass", passed
 
     question = "How do I turn on two-factor authentication?"
     _, h3, _ = await chat(one, "gpt-sim-mini", question)

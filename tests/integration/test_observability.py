@@ -96,7 +96,8 @@ async def chat(proxy: Proxy, model: str, text: str, key: str | None = None,
         await client.close()
 
 
-Row = tuple[str, str, str, str]  # route, action, cache, status
+Row = tuple[str | None, str, str, str]  # route, action, cache, status
+NO_ROUTE = None
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +132,9 @@ def traffic(obs_gateway: Proxy, sim: SimProvider, log_folder: Path) -> list[Row]
         expected.append(("gpt-sim", "DIRECT", "MISS", "200"))
         with pytest.raises(openai.AuthenticationError):
             await chat(obs_gateway, "gpt-sim", "who am I", key="sk-not-a-key")
-        expected.append(("gpt-sim", "DIRECT", "NONE", "401"))
+        expected.append(
+            (NO_ROUTE, "DIRECT", "NONE", "401")
+        )  # the body of an unknown key is never read
         with pytest.raises(openai.BadRequestError):
             await obs_gateway.client().chat.completions.create(model="gpt-sim", messages=[])
         expected.append(("gpt-sim", "DIRECT", "NONE", "400"))
@@ -205,7 +208,8 @@ def test_log_fields_tell_what_happened(traffic: list[Row], log_folder: Path) -> 
     failover = next(r for r in records if r["route"] == "claude-sim")
     assert failover["fallbacks"] == 1 and failover["model_group"] == "gemini-sim"
     hit = next(r for r in records if r["cache"] == "HIT_EXACT")
-    assert hit["saved_usd"] > 0 and hit["cost_usd"] == 0 and hit["model_group"] is None
+    assert hit["saved_usd"] > 0 and hit["cost_usd"] == 0 and hit["model_group"] == "gpt-sim"
+    assert (hit["provider"], hit["deployment"]) == ("gateway", "cache")
     refused = next(r for r in records if r["action"] == "REFUSE")
     assert refused["saved_usd"] > 0
     assert refused["latency_ms"]["upstream"] is None and refused["cost_usd"] == 0
@@ -224,7 +228,7 @@ def test_metrics_add_up_over_both_workers(
     for sample, value in requests.items():
         lab = labels(sample)
         got[(lab["route"], lab["action"], lab["cache"], lab["status"])] += int(value)
-    assert got == Counter(traffic)
+    assert got == Counter((r or "other", a, c, s) for r, a, c, s in traffic)
     records = read_log(log_folder)
     cost = sum(by_metric(samples, "gateway_cost_usd_total").values())
     assert cost == pytest.approx(sum(r["cost_usd"] for r in records), rel=1e-6)
@@ -250,18 +254,21 @@ def test_operator_endpoints_need_the_master_key(traffic: list[Row], obs_gateway:
         assert forbidden.json()["error"]["type"] == "permission_denied"
 
 
-def test_dashboard_data_counts_the_traffic(traffic: list[Row], obs_gateway: Proxy) -> None:
+def test_dashboard_data_counts_the_traffic(
+    traffic: list[Row], obs_gateway: Proxy, log_folder: Path
+) -> None:
     time.sleep(2.5)  # every worker flushes its minute counters to Redis every 2 s
     r = httpx.get(f"{obs_gateway.base_url}/gateway/dashboard/data?window=hour",
                   headers={"Authorization": f"Bearer {TEST_MASTER_KEY}"})  # fmt: skip
     data = r.json()
     assert data["store"] == "redis" and len(data["points"]) == 60
-    assert data["totals"]["requests"] == len(traffic)
-    assert data["totals"]["errors"] == 2
+    logged = read_log(log_folder)  # the traffic, and the refusals of the operator-route tests
+    assert data["totals"]["requests"] == len(logged) >= len(traffic)
+    assert data["totals"]["errors"] == sum(1 for r in logged if r["status"] >= 400)
     actions = Counter()
     for point in data["points"]:
         actions.update(point["by_action"])
-    assert actions == Counter(action for _, action, _, _ in traffic)
+    assert actions == Counter(r["action"] for r in logged)
     assert "support" in data["teams"]
 
 
@@ -302,14 +309,16 @@ def test_report_agrees_with_what_was_sent(
     assert "# Gateway analytics" in done.stdout
     report = json.loads((tmp_path / "analytics.json").read_text())
     assert (tmp_path / "analytics.md").read_text().strip() == done.stdout.strip()
-    assert report["requests"] == len(traffic)
-    assert report["by_action"] == dict(Counter(action for _, action, _, _ in traffic))
-    assert report["by_route"] == dict(Counter(route for route, _, _, _ in traffic))
+    logged = [r for r in read_log(log_folder) if r["endpoint"] == "chat"]
+    assert report["requests"] >= len(logged) == len(traffic)  # plus refused operator routes
+    chat_actions = Counter(r["action"] for r in logged)
+    assert all(report["by_action"][a] >= n for a, n in chat_actions.items())
+    assert Counter(r["route"] for r in logged) == Counter(route for route, _, _, _ in traffic)
     hits = sum(1 for _, _, cache, _ in traffic if cache == "HIT_EXACT")
     lookups = sum(1 for _, _, cache, _ in traffic if cache in ("HIT_EXACT", "MISS"))
     assert (report["cache"]["chat_hits"], report["cache"]["chat_lookups"]) == (hits, lookups)
     assert report["router"]["refusals"] == 1 and report["router"]["requests"] == 3
-    assert report["errors"]["by_status"] == {"401": 1, "400": 1}
+    assert report["errors"]["by_status"]["400"] == 1 and report["errors"]["by_status"]["401"] >= 1
     assert report["fallbacks"]["requests"] == 1
     samples = scrape(obs_gateway)
     spent = sum(by_metric(samples, "gateway_cost_usd_total").values())

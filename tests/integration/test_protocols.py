@@ -41,8 +41,9 @@ def proxy(
             entry: dict[str, Any] = {"alias": name, "owner": "t", "env": _env(name)}
             if name.startswith("budget"):
                 entry["daily_budget_usd"] = 0.0012
-            if name.startswith("parallel"):
+            if name.startswith("parallel"):  # fallbacks only among these two groups
                 entry["max_parallel"] = 1
+                entry["models"] = ["gpt-sim", "gpt-sim-mini"]
             keys.append(entry)
         data["access"] = {"keys": keys}
         data["cache"]["scope"] = "key"
@@ -271,10 +272,13 @@ async def test_parallel_slot_is_freed_after_success_error_and_disconnect(
         await ask(proxy, protocol, "gpt-sim", "second at once", key=key)
     await slow  # success: the slot is free again
     await ask(proxy, protocol, "gpt-sim-mini", "after success", key=key)
-    clean_sim.set_model("sim-gpt-mini", {"faults": [{"kind": "http_500", "rate": 1.0}]})
+    failing = {"faults": [{"kind": "http_500", "rate": 1.0}]}
+    for model in ("sim-gpt-mini", "sim-gpt-a", "sim-gpt-b"):  # the group and its fallback
+        clean_sim.set_model(model, failing)
     with pytest.raises((openai.APIStatusError, anthropic.APIStatusError)):
         await ask(proxy, protocol, "gpt-sim-mini", "an error", key=key)
-    clean_sim.clear_model("sim-gpt-mini")
+    for model in ("sim-gpt-mini", "sim-gpt-a", "sim-gpt-b"):
+        clean_sim.clear_model(model)
     await ask(proxy, protocol, "gpt-sim-mini", "after an error", key=key)
     clean_sim.set_model("sim-gpt-a", {"tokens_per_second": 20})
     clean_sim.set_model("sim-gpt-b", {"tokens_per_second": 20})
