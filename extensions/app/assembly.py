@@ -25,9 +25,9 @@ from extensions.config.errors import ConfigError
 from extensions.config.loader import load_gateway_config
 from extensions.config.schema import GatewayConfig
 from extensions.embedding.encoder import BatchingEncoder
+from extensions.guard.guard import Guard
 from extensions.observe.metrics import GatewayMetrics
 from extensions.observe.observer import Observer
-from extensions.guard.guard import Guard
 from extensions.pipeline.admission import Gatekeeper
 from extensions.pipeline.audit import Auditor
 from extensions.pipeline.decide import Decider
