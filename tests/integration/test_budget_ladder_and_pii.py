@@ -35,7 +35,7 @@ def proxy(
                     "alias": "frugal",
                     "owner": "t",
                     "env": "TEST_FRUGAL_KEY",
-                    "daily_budget_usd": 0.004,  # claude-sim: about $0.0008 an answer, gemini-sim $0.0001
+                    "daily_budget_usd": 0.004,  # claude-sim answers about $0.0008, gemini $0.0001
                     "degrade": [
                         {"at": 0.3, "model": "gemini-sim"},
                         {"at": 0.6, "cache_only": True},
