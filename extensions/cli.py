@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from extensions.config.errors import ConfigError
+from extensions.embedding.folder import ModelFolderError
+from extensions.embedding.training_deps import MissingTrainingDeps, require_training_deps
 from extensions.launcher import (
     DEFAULT_GATEWAY_CONFIG,
     DEFAULT_LITELLM_CONFIG,
@@ -147,9 +149,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _training_command(args: argparse.Namespace) -> str | None:
+    """The command, if it fine-tunes (torch and sentence-transformers, not in the serving
+    install)."""
+    if args.command == "finetune-router":
+        return "gateway finetune-router"
+    if args.command == "eval-router" and args.fine_tune:
+        return "gateway eval-router --fine-tune"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        needs_torch = _training_command(args)
+        if needs_torch:
+            require_training_deps(needs_torch)
         if args.command == "check-config":
             check_configs(
                 ProxyLaunch(gateway_config=args.gateway_config, litellm_config=args.config)
@@ -197,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         warn_per_worker_state(launch, check_configs(launch))
         cmd = launch.command()
         os.execve(cmd[0], cmd, launch.environment(os.environ))
-    except ConfigError as exc:
+    except (ConfigError, ModelFolderError, MissingTrainingDeps) as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2
     return 0  # pragma: no cover - execve does not return

@@ -10,20 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
-import shutil
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-import numpy.typing as npt
 
-from extensions.embedding.settings import Backend, Embedding, Quantize
+from extensions.embedding.onnx_export import GRAPH_FORMAT
+from extensions.embedding.pooling import Vectors
+from extensions.embedding.settings import Backend, Embedding
+from extensions.embedding.window import TokenWindow
 
-Vectors = npt.NDArray[np.float32]
+if TYPE_CHECKING:
+    from extensions.embedding.onnx_encoder import OnnxSentenceEncoder
+    from extensions.embedding.torch_model import TorchSentenceEncoder
+
 BUILTIN_PREFIX = "builtin:"
+__all__ = ["BatchingEncoder", "Encoder", "Vectors", "sentence_encoder"]
 
 
 class Encoder(Protocol):
@@ -58,79 +62,11 @@ def model_fingerprint(settings: Embedding) -> str:
         for p in source.rglob("*")
         if p.is_file() and p.suffix in {".safetensors", ".onnx", ".bin"}
     )
-    raw = "|".join([settings.model, settings.backend.value, settings.quantize.value,
-                    str(settings.max_seq_length), *stamps])  # fmt: skip
+    parts = [settings.model, settings.backend.value, settings.quantize.value]
+    if settings.backend is Backend.ONNX:
+        parts.append(GRAPH_FORMAT)
+    raw = "|".join([*parts, str(settings.max_seq_length), *stamps])
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
-
-
-def load_sentence_transformer(settings: Embedding) -> Any:
-    """Load the model from disk only (no hub); ONNX is exported once into ``cache_dir``."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from sentence_transformers import SentenceTransformer
-
-    source = resolve_model_path(settings.model)
-    if settings.backend is Backend.TORCH:
-        model = SentenceTransformer(str(source), device="cpu")
-    else:
-        folder = settings.cache_dir / "onnx" / model_fingerprint(settings)
-        file_name = _prepare_onnx(source, folder, settings.quantize)
-        options = onnx_session_options(settings.onnx_threads)
-        model = SentenceTransformer(str(folder), backend="onnx", device="cpu",
-                                    model_kwargs={"file_name": file_name,
-                                                  "session_options": options})  # fmt: skip
-    model.max_seq_length = settings.max_seq_length
-    return model
-
-
-def onnx_session_options(threads: int) -> Any:
-    """``threads`` intra-op threads that sleep when idle (ONNX's default spins a thread per
-    core between calls, taking CPU from the event loops on the same cores)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return options
-
-
-def int8_config() -> str:
-    """The dynamic-quantisation preset for this CPU (VNNI where it has it)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        flags = ""
-    return "avx512_vnni" if "avx512_vnni" in flags else "avx2"
-
-
-def _find_onnx(folder: Path, quantize: Quantize) -> str | None:
-    for path in sorted(folder.glob("onnx/model*.onnx")):
-        if ("int8" in path.name) == (quantize is Quantize.INT8):
-            return str(path.relative_to(folder))
-    return None
-
-
-def _prepare_onnx(source: Path, folder: Path, quantize: Quantize) -> str:
-    """Export ``source`` to ONNX (and quantise) once into ``folder``; the file to load."""
-    from sentence_transformers import SentenceTransformer, export_dynamic_quantized_onnx_model
-
-    found = _find_onnx(folder, quantize)
-    if found:
-        return found
-    tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
-    model = SentenceTransformer(str(source), backend="onnx", device="cpu")
-    model.save_pretrained(str(tmp))
-    if quantize is Quantize.INT8:
-        export_dynamic_quantized_onnx_model(model, int8_config(), str(tmp))
-    if folder.exists():  # another worker finished first, or a stale partial export
-        shutil.rmtree(tmp if _find_onnx(folder, quantize) else folder, ignore_errors=True)
-    if not folder.exists():
-        tmp.rename(folder)
-    found = _find_onnx(folder, quantize)
-    if found is None:
-        raise RuntimeError(f"ONNX export into {folder} produced no model file")
-    return found
 
 
 class BatchingEncoder:
@@ -143,8 +79,10 @@ class BatchingEncoder:
         fingerprint: str,
         max_batch_size: int = 32,
         batch_window_ms: float = 0.0,
+        window: TokenWindow | None = None,
     ) -> None:
         self._encode_fn = encode_fn
+        self._window = window
         self._dim = dim
         self._fingerprint = fingerprint
         self._max_batch = max_batch_size
@@ -160,6 +98,18 @@ class BatchingEncoder:
     @property
     def fingerprint(self) -> str:
         return self._fingerprint
+
+    @property
+    def window(self) -> TokenWindow | None:
+        """The tokenizer's count and limit; None for an encoder that never truncates."""
+        return self._window
+
+    def fits(self, texts: Sequence[str]) -> list[bool]:
+        """For each text, whether the encoder sees all of it: a text cut at the window gets
+        the vector of its first ``max_seq_length`` tokens, so it must not count as a repeat."""
+        if self._window is None:
+            return [True] * len(texts)
+        return self._window.fits(texts)
 
     def encode_sync(self, texts: Sequence[str]) -> Vectors:
         """Blocking encode, for commands and start-up (never call it on the event loop)."""
@@ -211,18 +161,34 @@ class BatchingEncoder:
 
 
 def sentence_encoder(settings: Embedding) -> BatchingEncoder:
-    """The production encoder: a sentence-transformers model behind a ``BatchingEncoder``."""
-    model = load_sentence_transformer(settings)
+    """The production encoder behind a ``BatchingEncoder``: the lean ONNX one for
+    ``backend: onnx`` (no torch), sentence-transformers for ``backend: torch``."""
+    source = resolve_model_path(settings.model)
+    model: OnnxSentenceEncoder | TorchSentenceEncoder
+    if settings.backend is Backend.TORCH:
+        from extensions.embedding.torch_model import TorchSentenceEncoder
 
-    def encode(texts: list[str]) -> Vectors:
-        out = model.encode(texts, batch_size=settings.max_batch_size, normalize_embeddings=True,
-                           convert_to_numpy=True, show_progress_bar=False)  # fmt: skip
-        return np.asarray(out, dtype=np.float32)
-
-    dimension = getattr(model, "get_embedding_dimension", None) or (
-        model.get_sentence_embedding_dimension
-    )
-    dim = int(dimension())
+        model = TorchSentenceEncoder(source, settings.max_seq_length, settings.max_batch_size)
+    else:
+        model = load_onnx_encoder(settings, source)
     fingerprint = f"{settings.model}#{model_fingerprint(settings)}"
-    return BatchingEncoder(encode, dim, fingerprint, settings.max_batch_size,
-                           settings.batch_window_ms)  # fmt: skip
+    return BatchingEncoder(
+        model,
+        model.dim,
+        fingerprint,
+        settings.max_batch_size,
+        settings.batch_window_ms,
+        window=model.window,
+    )
+
+
+def load_onnx_encoder(settings: Embedding, source: Path | None = None) -> OnnxSentenceEncoder:
+    """Read the folder, export it to ONNX once into ``cache_dir``, open the session."""
+    from extensions.embedding.folder import read_model_folder
+    from extensions.embedding.onnx_encoder import OnnxSentenceEncoder
+    from extensions.embedding.onnx_export import prepare_onnx
+
+    folder = read_model_folder(source or resolve_model_path(settings.model))
+    target = settings.cache_dir / "onnx" / model_fingerprint(settings)
+    model_file = prepare_onnx(folder, target, settings.quantize)
+    return OnnxSentenceEncoder(folder, model_file, settings.max_seq_length, settings.onnx_threads)

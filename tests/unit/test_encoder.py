@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from extensions.embedding.encoder import load_sentence_transformer, onnx_session_options
+from extensions.embedding.encoder import load_onnx_encoder
+from extensions.embedding.onnx_encoder import onnx_session_options
 from extensions.embedding.settings import Embedding
 
 pytestmark = pytest.mark.unit
@@ -30,13 +31,11 @@ def test_onnx_threads_default_is_one_and_bounded() -> None:
         Embedding(onnx_threads=0)
 
 
-def test_loaded_model_runs_with_the_configured_session() -> None:
-    """The options reach the InferenceSession that sentence-transformers builds."""
-    settings = Embedding(onnx_threads=2, cache_dir=Path(".cache/gateway"))
-    model = load_sentence_transformer(settings)
-    session = model[0].auto_model.model
-    used = session.get_session_options()
+def test_loaded_model_runs_with_the_configured_session(tmp_path: Path) -> None:
+    """The options reach the InferenceSession of the serving encoder."""
+    model = load_onnx_encoder(Embedding(onnx_threads=2, cache_dir=tmp_path))
+    used = model.session.get_session_options()
     assert used.intra_op_num_threads == 2
     assert used.get_session_config_entry(SPINNING) == "0"
-    vectors = model.encode(["reset my password"], normalize_embeddings=True)
+    vectors = model(["reset my password"])
     assert vectors.shape == (1, 384) and abs(float(np.linalg.norm(vectors[0])) - 1.0) < 1e-5

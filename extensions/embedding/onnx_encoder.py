@@ -1,0 +1,67 @@
+"""The serving encoder: the tokenizers library, an ONNX Runtime session and numpy.
+
+No torch, transformers or sentence-transformers is imported: the graph is built by
+``bert_graph`` (once, cached by ``onnx_export``), texts are tokenised from the
+folder's ``tokenizer.json`` (truncated at ``max_seq_length``, padded to the longest
+text of the batch), and pooling and normalisation are numpy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from extensions.embedding.folder import ModelFolder
+from extensions.embedding.pooling import Vectors, l2_normalise, pool
+from extensions.embedding.window import TokenWindow
+
+
+def onnx_session_options(threads: int) -> Any:
+    """``threads`` intra-op threads that sleep when idle (ONNX's default spins a thread per
+    core between calls, taking CPU from the event loops on the same cores)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+class OnnxSentenceEncoder:
+    """Synchronous encoder; one instance is used by one thread at a time."""
+
+    def __init__(self, folder: ModelFolder, model_file: Path, max_seq_length: int, threads: int):
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        self._folder = folder
+        self.max_tokens = min(max_seq_length, folder.config.max_position_embeddings)
+        self._tokenizer = Tokenizer.from_file(str(folder.tokenizer))
+        self._tokenizer.no_padding()  # padded per batch below
+        self._tokenizer.enable_truncation(self.max_tokens)
+        pad = self._tokenizer.token_to_id("[PAD]")
+        self._pad_id = folder.config.pad_token_id if pad is None else pad
+        self.session = ort.InferenceSession(
+            str(model_file), onnx_session_options(threads), providers=["CPUExecutionProvider"]
+        )
+        self.window = TokenWindow.from_tokenizer_file(folder.tokenizer, self.max_tokens)
+
+    @property
+    def dim(self) -> int:
+        return self._folder.dim
+
+    def __call__(self, texts: list[str]) -> Vectors:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        # one text at a time: encode_batch would start a thread pool per core
+        encoded = [self._tokenizer.encode(text).ids for text in texts]
+        ids = np.full((len(texts), max(map(len, encoded))), self._pad_id, dtype=np.int64)
+        mask = np.zeros_like(ids)
+        for row, tokens in enumerate(encoded):
+            ids[row, : len(tokens)] = tokens
+            mask[row, : len(tokens)] = 1
+        (hidden,) = self.session.run(None, {"input_ids": ids, "attention_mask": mask})
+        return l2_normalise(pool(hidden, mask, self._folder.pooling))
