@@ -1,8 +1,19 @@
 #!/usr/bin/env bash
-# Create .venv/ and install the pinned dependencies (requirements.lock) and this
-# project. Idempotent: a no-op (well under a second) when nothing changed.
+# Create .venv/ and install the pinned dependencies and this project.
+#   scripts/bootstrap.sh       the serving install (requirements.lock: no torch), for `make run`
+#   scripts/bootstrap.sh dev   plus requirements-dev.lock (torch, sentence-transformers, test
+#                              and lint tools), for `make test` and `make train-deps`
+# Each lock is a complete closure (scripts/lock.py), installed with --no-deps. Idempotent:
+# a stamp per lock, so a no-op (well under a second) when nothing changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+mode=${1:-serving}
+case "$mode" in
+  serving) locks=(requirements.lock) ;;
+  dev) locks=(requirements.lock requirements-dev.lock) ;;
+  *) echo "usage: $0 [serving|dev]" >&2; exit 2 ;;
+esac
 
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
@@ -11,11 +22,27 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 
-stamp=$(cat requirements.lock pyproject.toml | sha256sum | cut -c1-32)
-if [ "$(cat .venv/.installed 2>/dev/null || true)" != "$stamp" ]; then
-  echo "bootstrap: installing pinned dependencies into .venv (first run takes a few minutes)" >&2
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps \
-    --no-build-isolation -e .
-  echo "$stamp" > .venv/.installed
-fi
+pip_install() {
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check "$@"
+}
+
+# install "$1" unless .venv/"$2" holds the hash of the given files
+install_once() {
+  local what=$1 stamp_file=.venv/$2 stamp
+  shift 2
+  stamp=$(cat "$@" | sha256sum | cut -c1-32)
+  if [ "$(cat "$stamp_file" 2>/dev/null || true)" != "$stamp" ]; then
+    echo "bootstrap: installing $what into .venv" >&2
+    if [ "$what" = project ]; then
+      pip_install --no-deps --no-build-isolation -e .
+    else
+      pip_install --no-deps -r "$what"
+    fi
+    echo "$stamp" > "$stamp_file"
+  fi
+}
+
+for lock in "${locks[@]}"; do
+  install_once "$lock" ".installed-${lock%.lock}" "$lock"
+done
+install_once project .installed-project pyproject.toml
