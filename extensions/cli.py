@@ -153,9 +153,9 @@ def _training_command(args: argparse.Namespace) -> str | None:
     """The command, if it fine-tunes (torch and sentence-transformers, not in the serving
     install)."""
     if args.command == "finetune-router":
-        return "gateway finetune-router"
+        return "finetune-router"
     if args.command == "eval-router" and args.fine_tune:
-        return "gateway eval-router --fine-tune"
+        return "eval-router --fine-tune"
     return None
 
 

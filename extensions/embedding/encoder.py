@@ -104,12 +104,11 @@ class BatchingEncoder:
         """The tokenizer's count and limit; None for an encoder that never truncates."""
         return self._window
 
-    def fits(self, texts: Sequence[str]) -> list[bool]:
-        """For each text, whether the encoder sees all of it: a text cut at the window gets
-        the vector of its first ``max_seq_length`` tokens, so it must not count as a repeat."""
-        if self._window is None:
-            return [True] * len(texts)
-        return self._window.fits(texts)
+    def fits(self, text: str) -> bool:
+        """Whether the encoder sees all of ``text``: a text cut at the window gets the vector
+        of its first ``max_seq_length`` tokens, so it must not count as a repeat of another
+        text with the same beginning. An encoder without a window never cuts."""
+        return self._window is None or self._window.fits(text)
 
     def encode_sync(self, texts: Sequence[str]) -> Vectors:
         """Blocking encode, for commands and start-up (never call it on the event loop)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.util
 
 TRAINING_MODULES = ("torch", "sentence_transformers", "transformers")
-INSTALL_HINT = "run `make train-deps` (installs requirements-train.lock into .venv)"
+INSTALL_HINT = "run `make train-deps` (installs requirements-dev.lock into .venv)"
 
 
 class MissingTrainingDeps(RuntimeError):

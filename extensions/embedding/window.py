@@ -7,7 +7,7 @@ texts as equal (the semantic cache) ask ``fits`` first.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -32,6 +32,6 @@ class TokenWindow:
     def token_count(self, text: str) -> int:
         return self._count(text)
 
-    def fits(self, texts: Sequence[str]) -> list[bool]:
-        """True for each text the encoder sees whole (not cut at ``max_tokens``)."""
-        return [self._count(text) <= self.max_tokens for text in texts]
+    def fits(self, text: str) -> bool:
+        """True when the encoder sees the whole text (it is not cut at ``max_tokens``)."""
+        return self._count(text) <= self.max_tokens

@@ -1,0 +1,147 @@
+"""Seconds from ``gateway demo`` to its first answered chat request, warm and cold.
+
+    .venv/bin/python -m loadtests.bench_startup [--runs 3] [--importtime DIR]
+
+Starts ``python -m extensions.cli demo`` on free ports, posts a chat request every
+50 ms until one answers 200, stops the demo, and repeats. The first run may fill the
+caches (ONNX export, router heads); the others are warm starts. ``--importtime DIR``
+also writes the proxy worker's ``-X importtime`` log there (the top of it by
+cumulative time is printed). ``--phases`` times, in a fresh process, the steps a proxy
+worker takes before it can answer: importing LiteLLM's proxy, our modules, loading
+the encoder, the routers' heads (cached) and the cache's cacheability head.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from extensions.launcher import DEMO_MASTER_KEY
+from loadtests.procs import free_port, stop_group
+
+BODY = {"model": "gpt-sim", "messages": [{"role": "user", "content": "Hello"}]}
+
+
+def first_answer_s(importtime: Path | None, timeout_s: float = 180.0) -> float:
+    port, sim_port = free_port(), free_port()
+    ports = ["--port", str(port), "--sim-port", str(sim_port)]
+    cmd = [sys.executable, "-m", "extensions.cli", "demo", *ports]
+    env = dict(os.environ)
+    if importtime is not None:
+        env["PYTHONPROFILEIMPORTTIME"] = "1"
+    stderr = importtime.open("w") if importtime is not None else None
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    headers = {"Authorization": f"Bearer {DEMO_MASTER_KEY}"}
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr or subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        while time.monotonic() - started < timeout_s:
+            if proc.poll() is not None:
+                raise RuntimeError(f"gateway demo exited with {proc.returncode}")
+            try:
+                if httpx.post(url, json=BODY, headers=headers, timeout=5).status_code == 200:
+                    return time.monotonic() - started
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"no answer after {timeout_s:.0f}s")
+    finally:
+        stop_group(proc)
+        if stderr is not None:
+            stderr.close()
+
+
+def top_imports(log: Path, n: int = 15) -> list[tuple[str, float]]:
+    """The top-level imports of the log, by cumulative seconds (each process's own)."""
+    totals: dict[str, float] = {}
+    for line in log.read_text(errors="replace").splitlines():
+        if not line.startswith("import time:") or "|" not in line:
+            continue
+        _, cumulative, raw = line[len("import time:") :].split("|")
+        name, depth = raw.strip(), len(raw) - len(raw.lstrip())
+        if cumulative.strip().isdigit() and depth == 1:  # imported by the program itself
+            totals[name] = max(totals.get(name, 0.0), int(cumulative) / 1e6)
+    return sorted(totals.items(), key=lambda kv: -kv[1])[:n]
+
+
+def phases() -> dict[str, tuple[float, float]]:
+    """(wall s, CPU s) of each start-up step, in the order a worker takes them."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    out: dict[str, tuple[float, float]] = {}
+    mark = (time.perf_counter(), time.process_time())
+
+    def step(name: str) -> None:
+        nonlocal mark
+        now = (time.perf_counter(), time.process_time())
+        out[name] = (round(now[0] - mark[0], 3), round(now[1] - mark[1], 3))
+        mark = now
+
+    import litellm
+
+    del litellm
+    step("import litellm")
+    import litellm.proxy.proxy_server  # noqa: F401
+
+    step("import litellm.proxy.proxy_server")
+    from extensions.app.assembly import build_cache, build_router
+    from extensions.config.loader import load_gateway_config
+    from extensions.embedding.encoder import sentence_encoder
+    from extensions.launcher import DEFAULT_GATEWAY_CONFIG
+
+    step("import extensions (app, pipeline, config)")
+    config = load_gateway_config(DEFAULT_GATEWAY_CONFIG, environ=os.environ)
+    step("load gateway.yaml")
+    encoder = sentence_encoder(config.embedding)
+    step("load the encoder (export cached)")
+    build_router(config, DEFAULT_GATEWAY_CONFIG.parent, encoder)
+    step("routers (heads cached)")
+    build_cache(config, encoder, None)
+    step("cache (trains the cacheability head)")
+    out["torch loaded"] = (float("torch" in sys.modules), 0.0)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--importtime", type=Path, help="folder for the -X importtime log")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--phases", action="store_true", help="time the worker's start steps")
+    parser.add_argument("--child-phases", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child_phases:
+        print(json.dumps(phases()))
+        return 0
+    seconds = [round(first_answer_s(None), 2) for _ in range(args.runs)]
+    result: dict[str, Any] = {"first_run_s": seconds[0], "warm_runs_s": seconds[1:]}
+    if args.importtime:
+        args.importtime.mkdir(parents=True, exist_ok=True)
+        log = args.importtime / "importtime.log"
+        result["importtime_run_s"] = round(first_answer_s(log), 2)
+        result["top_imports_s"] = top_imports(log)
+    if args.phases:
+        cmd = [sys.executable, "-m", "loadtests.bench_startup", "--child-phases"]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        result["phases_wall_cpu_s"] = json.loads(done.stdout.strip().splitlines()[-1])
+    print(json.dumps(result, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
