@@ -153,20 +153,27 @@ def wait_http_ok(
     proc: subprocess.Popen[bytes] | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> None:
-    """Poll ``url`` until it answers 200; fail early if ``proc`` exits."""
+    """Poll ``url`` until it answers 200; fail early if ``proc`` exits.
+
+    One client for every poll: ``httpx.get`` builds a client, and its TLS context, per
+    call (~25 ms of CPU), which at ten polls a second took a quarter of a core from the
+    very process being waited for."""
     deadline = time.monotonic() + timeout_s
     last_error = "no answer"
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with code {proc.returncode} before {url} was up")
-        try:
-            r = httpx.get(url, timeout=2.0, headers=dict(headers or {}))
-            if r.status_code == 200:
-                return
-            last_error = f"HTTP {r.status_code}"
-        except httpx.HTTPError as exc:
-            last_error = type(exc).__name__
-        time.sleep(0.1)
+    with httpx.Client(timeout=2.0, headers=dict(headers or {})) as client:
+        while time.monotonic() < deadline:
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(
+                    f"process exited with code {proc.returncode} before {url} was up"
+                )
+            try:
+                r = client.get(url)
+                if r.status_code == 200:
+                    return
+                last_error = f"HTTP {r.status_code}"
+            except httpx.HTTPError as exc:
+                last_error = type(exc).__name__
+            time.sleep(0.1)
     raise TimeoutError(f"{url} not ready after {timeout_s:.0f}s ({last_error})")
 
 
@@ -195,9 +202,10 @@ def run_demo(launch: ProxyLaunch, sim_config: Path, sim_port: int) -> int:
     sim = subprocess.Popen(sim_provider_command(sim_config, "127.0.0.1", sim_port), env=env)
     procs: list[subprocess.Popen[bytes]] = [sim]
     try:
-        wait_http_ok(f"{sim_url}/_sim/health", 30, sim)
+        # both start at once: the proxy needs the provider for requests, not to start
         proxy = subprocess.Popen(launch.command(), env=launch.environment(env))
         procs.insert(0, proxy)
+        wait_http_ok(f"{sim_url}/_sim/health", 30, sim)
         base = f"http://{launch.host}:{launch.port}"
         wait_http_ok(f"{base}/gateway/health/ready", 120, proxy)
         ready_s = time.monotonic() - started

@@ -69,11 +69,8 @@ def _load_st(cache: Path, quantize: str) -> Any:
     return model
 
 
-def child(variant: str, quantize: str, cache: Path, runs: int) -> dict[str, Any]:
-    out: dict[str, Any] = {"variant": variant, "quantize": quantize}
-    rss0 = _rss_mb()
-    started = time.perf_counter()
-    if variant in ("lean", "import-lean"):
+def _import(variant: str) -> None:
+    if variant == "lean":
         import onnxruntime  # noqa: F401
         import tokenizers  # noqa: F401
 
@@ -81,12 +78,9 @@ def child(variant: str, quantize: str, cache: Path, runs: int) -> dict[str, Any]
         import extensions.embedding.onnx_encoder  # noqa: F401
     else:
         import sentence_transformers  # noqa: F401
-    out["import_s"] = round(time.perf_counter() - started, 3)
-    out["rss_start_mb"] = round(rss0, 1)
-    out["rss_imported_mb"] = round(_rss_mb(), 1)
-    if variant.startswith("import-"):
-        return out | _loaded_modules()
-    started = time.perf_counter()
+
+
+def _encoder(variant: str, quantize: str, cache: Path) -> Callable[[list[str]], Any]:
     if variant == "lean":
         from extensions.embedding.encoder import sentence_encoder
         from extensions.embedding.settings import Embedding, Quantize
@@ -94,24 +88,52 @@ def child(variant: str, quantize: str, cache: Path, runs: int) -> dict[str, Any]
         encoder = sentence_encoder(Embedding(cache_dir=cache, quantize=Quantize(quantize)))
         window = encoder.window
         assert window is not None and window.token_count(QUERY) == QUERY_TOKENS
-        encode: Callable[[list[str]], Any] = encoder.encode_sync
-    else:
-        model = _load_st(cache, quantize)
+        return encoder.encode_sync
+    model = _load_st(cache, quantize)
+    return lambda texts: model.encode(texts, normalize_embeddings=True, show_progress_bar=False)
 
-        def encode(texts: list[str]) -> Any:
-            return model.encode(texts, normalize_embeddings=True, show_progress_bar=False)
 
-    out["load_s"] = round(time.perf_counter() - started, 3)
-    out["rss_loaded_mb"] = round(_rss_mb(), 1)
-    for _ in range(50):
-        encode([QUERY])
-    ms = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        encode([QUERY])
-        ms.append((time.perf_counter() - t) * 1000)
-    out["rss_after_runs_mb"] = round(_rss_mb(), 1)
-    return out | _percentiles(ms) | _loaded_modules()
+def _clock() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def _since(mark: tuple[float, float]) -> dict[str, float]:
+    wall, cpu = _clock()
+    return {"wall_s": round(wall - mark[0], 3), "cpu_s": round(cpu - mark[1], 3)}
+
+
+def child_memory(variant: str, quantize: str, cache: Path, load: bool) -> dict[str, Any]:
+    """Import (and load, and encode 200 times) in this fresh process; time and RSS."""
+    out: dict[str, Any] = {"variant": variant, "quantize": quantize if load else "-"}
+    mark = _clock()
+    _import(variant)
+    out["import"] = _since(mark)
+    out["rss_imported_mb"] = round(_rss_mb(), 1)
+    if load:
+        mark = _clock()
+        encode = _encoder(variant, quantize, cache)
+        out["load"] = _since(mark)
+        for _ in range(200):
+            encode([QUERY])
+        out["rss_loaded_mb"] = round(_rss_mb(), 1)
+    return out | _loaded_modules()
+
+
+def child_latency(quantize: str, cache: Path, runs: int) -> dict[str, Any]:
+    """Both encoders in one process, alternating blocks of 50 calls, so that whatever else
+    the machine does slows both alike."""
+    encoders = {v: _encoder(v, quantize, cache) for v in VARIANTS}
+    ms: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    for encode in encoders.values():
+        for _ in range(50):
+            encode([QUERY])
+    while len(ms["lean"]) < runs:
+        for variant, encode in encoders.items():
+            for _ in range(50):
+                t = time.perf_counter()
+                encode([QUERY])
+                ms[variant].append((time.perf_counter() - t) * 1000)
+    return {"quantize": quantize, "runs": runs} | {v: _percentiles(ms[v]) for v in VARIANTS}
 
 
 def _loaded_modules() -> dict[str, Any]:
@@ -119,9 +141,8 @@ def _loaded_modules() -> dict[str, Any]:
     return {"torch_stack_loaded": sorted({m.split(".")[0] for m in sys.modules} & set(heavy))}
 
 
-def _run_child(variant: str, quantize: str, cache: Path, runs: int) -> dict[str, Any]:
-    flags = ["--child", variant, "--quantize", quantize, "--cache", str(cache)]
-    cmd = [sys.executable, "-m", "loadtests.bench_encoder", *flags, "--runs", str(runs)]
+def _run_child(*flags: str) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "loadtests.bench_encoder", *flags]
     done = subprocess.run(cmd, capture_output=True, text=True, check=True)
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
@@ -132,24 +153,49 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--cache", type=Path, default=Path(".cache/bench-encoder"))
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--child", choices=[*VARIANTS, "import-lean", "import-st"])
+    parser.add_argument("--child", choices=[*VARIANTS, "latency"], help=argparse.SUPPRESS)
     parser.add_argument("--quantize", choices=["none", "int8"], default="none")
+    parser.add_argument("--import-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:
-        print(json.dumps(child(args.child, args.quantize, args.cache, args.runs)))
+    if args.child == "latency":
+        print(json.dumps(child_latency(args.quantize, args.cache, args.runs)))
         return 0
-    rows = [_run_child(v, "none", args.cache, 1) for v in ("import-lean", "import-st")]
+    if args.child:
+        result = child_memory(args.child, args.quantize, args.cache, not args.import_only)
+        print(json.dumps(result))
+        return 0
+    cache = ["--cache", str(args.cache)]
+    memory = [_run_child("--child", v, "--import-only", *cache) for v in VARIANTS]
+    latency = []
     for quantize in ("none", "int8"):
+        for variant in VARIANTS:  # the first load fills the export cache
+            _run_child("--child", variant, "--quantize", quantize, *cache)
+            memory.append(_run_child("--child", variant, "--quantize", quantize, *cache))
+        flags = ["--child", "latency", "--quantize", quantize, "--runs", str(args.runs)]
+        latency.append(_run_child(*flags, *cache))
+    head = ["encoder", "quantize", "import wall/cpu s", "RSS MB", "load wall/cpu s", "RSS MB"]
+    print(" | ".join([*head, "torch stack loaded"]))
+    for row in memory:
+        imp, load = row["import"], row.get("load")
+        cells = [
+            row["variant"],
+            row["quantize"],
+            f"{imp['wall_s']}/{imp['cpu_s']}",
+            str(row["rss_imported_mb"]),
+            f"{load['wall_s']}/{load['cpu_s']}" if load else "-",
+            str(row.get("rss_loaded_mb", "-")),
+            ",".join(row["torch_stack_loaded"]) or "-",
+        ]
+        print(" | ".join(cells))
+    for row in latency:
         for variant in VARIANTS:
-            _run_child(variant, quantize, args.cache, 1)  # fills the export cache
-            rows.append(_run_child(variant, quantize, args.cache, args.runs))
-    keys = ["import_s", "rss_imported_mb", "load_s", "rss_loaded_mb", "p50_ms", "p99_ms"]
-    print(f"{'variant':<12} {'quantize':<8} " + " ".join(f"{k:>15}" for k in keys))
-    for row in rows:
-        cells = " ".join(f"{row.get(k, '-')!s:>15}" for k in keys)
-        print(f"{row['variant']:<12} {row['quantize']:<8} {cells}  {row['torch_stack_loaded']}")
+            stats = row[variant]
+            print(
+                f"{variant:<8} {row['quantize']:<8} one {QUERY_TOKENS}-token query, "
+                f"{row['runs']} calls: p50 {stats['p50_ms']} ms, p99 {stats['p99_ms']} ms"
+            )
     if args.json:
-        args.json.write_text(json.dumps({"runs": args.runs, "rows": rows}, indent=2))
+        args.json.write_text(json.dumps({"memory": memory, "latency": latency}, indent=2))
     return 0
 
 
