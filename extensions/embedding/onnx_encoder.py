@@ -31,9 +31,12 @@ def onnx_session_options(threads: int) -> Any:
 
 
 class OnnxSentenceEncoder:
-    """Synchronous encoder; one instance is used by one thread at a time."""
+    """Synchronous encoder. Calls from the encoder's thread and from a reload's build may
+    overlap: an ONNX Runtime session and a tokenizer's ``encode`` both allow that."""
 
-    def __init__(self, folder: ModelFolder, model_file: Path, max_seq_length: int, threads: int):
+    def __init__(
+        self, folder: ModelFolder, model_file: Path, max_seq_length: int, threads: int
+    ) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
