@@ -14,6 +14,8 @@ cache (so "load" is a warm start, as a restarted worker sees it):
 
 Latency: one 24-token query (special tokens included), one call at a time, on one
 ONNX thread (``embedding.onnx_threads``' default), ``--runs`` calls after 50 warm-up.
+Accuracy: cosine with sentence-transformers on PyTorch (fp32) on the 30 sample sentences
+of the encoder's tests.
 """
 
 from __future__ import annotations
@@ -136,6 +138,30 @@ def child_latency(quantize: str, cache: Path, runs: int) -> dict[str, Any]:
     return {"quantize": quantize, "runs": runs} | {v: _percentiles(ms[v]) for v in VARIANTS}
 
 
+def accuracy(cache: Path) -> dict[str, dict[str, float]]:
+    """Cosine of each ONNX encoder's vectors with sentence-transformers on PyTorch (fp32),
+    on the sample sentences of tests/unit/test_lean_encoder.py."""
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    from extensions.embedding.encoder import resolve_model_path
+    from tests.unit.test_lean_encoder import SAMPLE
+
+    reference = SentenceTransformer(str(resolve_model_path("builtin:all-MiniLM-L6-v2")))
+    reference.max_seq_length = 64
+    want = reference.encode(SAMPLE, normalize_embeddings=True)
+    out = {}
+    for variant in VARIANTS:
+        for quantize in ("none", "int8"):
+            cos = (np.asarray(_encoder(variant, quantize, cache)(SAMPLE)) * want).sum(axis=1)
+            out[f"{variant} {quantize}"] = {
+                "min_cosine": round(float(cos.min()), 4),
+                "mean_cosine": round(float(cos.mean()), 4),
+                "max_distance": float(f"{float(1 - cos.min()):.2e}"),
+            }
+    return out
+
+
 def _loaded_modules() -> dict[str, Any]:
     heavy = ("torch", "sentence_transformers", "transformers", "optimum")
     return {"torch_stack_loaded": sorted({m.split(".")[0] for m in sys.modules} & set(heavy))}
@@ -153,10 +179,15 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--cache", type=Path, default=Path(".cache/bench-encoder"))
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--child", choices=[*VARIANTS, "latency"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--child", choices=[*VARIANTS, "latency", "accuracy"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--quantize", choices=["none", "int8"], default="none")
     parser.add_argument("--import-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child == "accuracy":
+        print(json.dumps(accuracy(args.cache)))
+        return 0
     if args.child == "latency":
         print(json.dumps(child_latency(args.quantize, args.cache, args.runs)))
         return 0
@@ -194,8 +225,12 @@ def main() -> int:
                 f"{variant:<8} {row['quantize']:<8} one {QUERY_TOKENS}-token query, "
                 f"{row['runs']} calls: p50 {stats['p50_ms']} ms, p99 {stats['p99_ms']} ms"
             )
+    scores = _run_child("--child", "accuracy", *cache)
+    for name, score in scores.items():
+        print(f"{name:<13} vs sentence-transformers fp32 on PyTorch, {score}")
     if args.json:
-        args.json.write_text(json.dumps({"memory": memory, "latency": latency}, indent=2))
+        result = {"memory": memory, "latency": latency, "accuracy": scores}
+        args.json.write_text(json.dumps(result, indent=2))
     return 0
 
 
