@@ -64,11 +64,11 @@ Tuning comparison (server x workers x LiteLLM log level, bare and miss-model onl
 from __future__ import annotations
 
 import argparse
-import shutil
 import itertools
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
