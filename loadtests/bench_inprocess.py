@@ -56,8 +56,7 @@ def _stats(ms: list[float]) -> dict[str, float]:
 
 async def run(queries: int, entries: int, gateway_yaml: Path, litellm_yaml: Path) -> dict[str, Any]:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no cost-map download
-    from extensions.hooks.assembly import build_caching, build_routing
-
+    from extensions.app.assembly import build_cache, build_router
     from extensions.cache.keys import RequestKey
     from extensions.cache.service import Entry
     from extensions.config.loader import litellm_model_groups, load_gateway_config
@@ -66,13 +65,12 @@ async def run(queries: int, entries: int, gateway_yaml: Path, litellm_yaml: Path
     started = time.perf_counter()
     config = load_gateway_config(gateway_yaml, litellm_model_groups(litellm_yaml), os.environ)
     encoder = sentence_encoder(config.embedding)
-    routing = build_routing(config, gateway_yaml.parent, encoder)
-    caching = build_caching(config, encoder, None)
+    engine, _ = build_router(config, gateway_yaml.parent, encoder)
+    requests = build_cache(config, encoder, None)
     build_s = time.perf_counter() - started
     out: dict[str, Any] = {"build_s": round(build_s, 1)}
 
     router = next(iter(config.routers))
-    engine = routing.engine
     for q in SUPPORT_QUERIES:  # warm up
         await engine.route(router, [{"role": "user", "content": q}])
     ms: list[float] = []
@@ -83,7 +81,7 @@ async def run(queries: int, entries: int, gateway_yaml: Path, litellm_yaml: Path
         ms.append((time.perf_counter() - t) * 1000)
     out["classifier"] = {"router": router, **_stats(ms)}
 
-    cache = caching.cache
+    cache = requests.cache
     texts = [
         f"Benchmark question {i}: how does photosynthesis work in plants?"
         for i in range(entries - 1)

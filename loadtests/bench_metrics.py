@@ -148,8 +148,8 @@ def window_metrics(before: Scrape | None, after: Scrape | None) -> dict[str, Any
         "cache_semantic": summarize(
             "gateway_cache_lookup_duration_seconds", before, after, label("kind", "semantic")
         ),
-        "overhead_fast_lane": summarize(
-            "gateway_overhead_duration_seconds", before, after, label("path", "fast_lane")
+        "overhead_answered": summarize(
+            "gateway_overhead_duration_seconds", before, after, label("path", "answered")
         ),
         "overhead_forwarded": summarize(
             "gateway_overhead_duration_seconds", before, after, label("path", "forwarded")

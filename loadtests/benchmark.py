@@ -594,7 +594,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "litellm_config": str(args.config),
             "gateway_config": str(args.gateway_config),
             "targets": list(args.targets),
-            "fast_lane": os.environ.get("GATEWAY_FAST_LANE", "1"),
             "gc_probe": bool(args.gc_probe),
             "profile": str(args.profile) if args.profile else None,
         },
@@ -777,7 +776,7 @@ def metric_lines(variant: Mapping[str, Any]) -> list[str]:
     for t in GATEWAY_TARGETS:
         w = window(t)
         if w:
-            for path in ("overhead_fast_lane", "overhead_forwarded"):
+            for path in ("overhead_answered", "overhead_forwarded"):
                 if w.get(path) and (w[path].get("count") or 0) >= 10:
                     lines.append(f"gateway overhead {path[9:]} ({t}): {_pct(w[path])}")
     for t in ("miss-model", "miss-router"):

@@ -37,7 +37,7 @@ incomplete stream is a failure.
 At test stop a summary of outcomes is printed and written as JSON: counts per
 ``x-gateway-cache`` and ``x-gateway-action``, per scenario (with how many got the
 expected outcome), completed streams, 429s and the percentiles of
-``x-gateway-fast-lane-ms`` (gateway time of answers sent by the fast lane).
+``x-gateway-overhead-ms`` (the gateway's own time before it answered or forwarded).
 
 Scenarios (task weights in parentheses):
 
@@ -331,7 +331,7 @@ class Outcomes:
     scenario: Counter[str] = field(default_factory=Counter)  # "scenario|outcome"
     expected: Counter[str] = field(default_factory=Counter)  # "scenario|yes" / "scenario|no"
     streams: Counter[str] = field(default_factory=Counter)  # completed, incomplete, chunks
-    fast_lane_ms: list[float] = field(default_factory=list)
+    overhead_ms: list[float] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     COUNTERS = ("cache", "action", "status", "scenario", "expected", "streams")
@@ -351,10 +351,10 @@ class Outcomes:
             action = headers.get("x-gateway-action")
             if action:
                 self.action[action] += 1
-            lane = headers.get("x-gateway-fast-lane-ms")
+            lane = headers.get("x-gateway-overhead-ms")
             if lane:
                 with contextlib.suppress(ValueError):
-                    self.fast_lane_ms.append(float(lane))
+                    self.overhead_ms.append(float(lane))
 
     def stream(self, completed: bool, chunks: int) -> None:
         with self.lock:
@@ -365,10 +365,10 @@ class Outcomes:
         """The counts so far as plain data, then start again (a worker's report)."""
         with self.lock:
             data: dict[str, Any] = {name: dict(getattr(self, name)) for name in self.COUNTERS}
-            data["fast_lane_ms"] = self.fast_lane_ms
+            data["overhead_ms"] = self.overhead_ms
             for name in self.COUNTERS:
                 getattr(self, name).clear()
-            self.fast_lane_ms = []
+            self.overhead_ms = []
         return data
 
     def merge(self, data: dict[str, Any] | None) -> None:
@@ -377,7 +377,7 @@ class Outcomes:
         with self.lock:
             for name in self.COUNTERS:
                 getattr(self, name).update(data.get(name) or {})
-            self.fast_lane_ms.extend(data.get("fast_lane_ms") or [])
+            self.overhead_ms.extend(data.get("overhead_ms") or [])
 
     def total(self) -> int:
         return sum(self.status.values())
@@ -396,7 +396,7 @@ class Outcomes:
                     entry["checked"] = yes + no
                     entry["as_expected"] = yes
                     entry["as_expected_share"] = round(yes / (yes + no), 4)
-            lane = self.fast_lane_ms
+            lane = self.overhead_ms
             return {
                 "requests": sum(self.status.values()),
                 "status": dict(sorted(self.status.items())),
@@ -404,7 +404,7 @@ class Outcomes:
                 "action": dict(sorted(self.action.items())),
                 "streams": {k: self.streams[k] for k in ("completed", "incomplete", "chunks")},
                 "rate_limited": self.status["429"],
-                "fast_lane_ms": {
+                "overhead_ms": {
                     "count": len(lane),
                     **{f"p{p}": round(percentile(lane, p), 3) if lane else None for p in PCTS},
                     "max": round(max(lane), 3) if lane else None,
@@ -420,7 +420,7 @@ def format_summary(s: dict[str, Any]) -> str:
     def counts(c: dict[str, int]) -> str:
         return "  ".join(f"{k}={v}" for k, v in c.items()) or "-"
 
-    lane = s["fast_lane_ms"]
+    lane = s["overhead_ms"]
     lines = [
         "Gateway outcomes",
         f"  requests        {s['requests']}  (HTTP {counts(s['status'])})",
@@ -429,7 +429,7 @@ def format_summary(s: dict[str, Any]) -> str:
         f"  streams         completed={s['streams']['completed']} "
         f"incomplete={s['streams']['incomplete']} chunks={s['streams']['chunks']}",
         f"  rate limited    {s['rate_limited']} (429)",
-        f"  fast lane ms    n={lane['count']} p50={lane['p50']} p95={lane['p95']} "
+        f"  overhead ms     n={lane['count']} p50={lane['p50']} p95={lane['p95']} "
         f"p99={lane['p99']} max={lane['max']}",
         "  per scenario: requests, outcomes (as expected / checked)",
     ]

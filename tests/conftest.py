@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.redis_cluster import LocalRedisCluster
 from tests.support.redis_server import RedisServer
 from tests.support.stack import Proxy, SimProvider
 
@@ -49,3 +50,11 @@ def clean_sim(sim: SimProvider) -> Iterator[SimProvider]:
     sim.reset()
     yield sim
     sim.reset()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedisCluster]:
+    """Three Redis masters forming a cluster (tests/support/redis_cluster.py)."""
+    cluster = LocalRedisCluster(tmp_path_factory.mktemp("redis-cluster")).start()
+    yield cluster
+    cluster.stop()

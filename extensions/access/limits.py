@@ -8,6 +8,9 @@ exactly the limit. Tokens are counted after the answer (``charge_tokens``): a
 subject over its tokens-per-minute is refused until the window ends.
 Parallel requests are a sorted set of in-flight request ids with a safety expiry,
 so a request that never reports its end cannot hold a slot for ever.
+
+In Redis, a key's counters and its team's share one hash tag (the team's, or the key's
+when it has none): the script touches one hash slot, so it runs on a Redis Cluster too.
 """
 
 from __future__ import annotations
@@ -17,7 +20,10 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from hashlib import sha1
 from typing import Any, Protocol
+
+from redis.exceptions import NoScriptError
 
 from extensions.access.settings import Access
 from extensions.backends.redis import RedisLink
@@ -32,6 +38,12 @@ class SubjectLimits:
     rpm: int | None = None
     tpm: int | None = None
     max_parallel: int | None = None
+    group: str = ""  # counted together with: "team:<name>" for a team and its keys
+
+    @property
+    def tag(self) -> str:
+        """The subjects counted in one atomic step share it (a Redis hash tag)."""
+        return self.group or self.subject
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,11 +61,13 @@ class LimitStore(Protocol):
     async def admit(self, limits: Sequence[SubjectLimits], request_id: str,
                     now: float) -> Verdict: ...  # fmt: skip
 
-    async def release(self, subjects: Sequence[str], request_id: str) -> None: ...
+    async def release(self, limits: Sequence[SubjectLimits], request_id: str) -> None: ...
 
-    async def charge_tokens(self, subjects: Sequence[str], tokens: int, now: float) -> None: ...
+    async def charge_tokens(
+        self, limits: Sequence[SubjectLimits], tokens: int, now: float
+    ) -> None: ...
 
-    async def in_flight(self, subjects: Sequence[str], now: float) -> list[int]: ...
+    async def in_flight(self, lim: SubjectLimits, now: float) -> int: ...
 
 
 def _window(now: float) -> tuple[int, int]:
@@ -96,18 +110,18 @@ class MemoryLimits:
                 self._in_flight[lim.subject][request_id] = now
         return ALLOWED
 
-    async def release(self, subjects: Sequence[str], request_id: str) -> None:
-        for s in subjects:
-            self._in_flight[s].pop(request_id, None)
+    async def release(self, limits: Sequence[SubjectLimits], request_id: str) -> None:
+        for lim in limits:
+            self._in_flight[lim.subject].pop(request_id, None)
 
-    async def charge_tokens(self, subjects: Sequence[str], tokens: int, now: float) -> None:
+    async def charge_tokens(self, limits: Sequence[SubjectLimits], tokens: int, now: float) -> None:
         minute, _ = _window(now)
-        for s in subjects:
-            self._tokens[(s, minute)] += tokens
+        for lim in limits:
+            self._tokens[(lim.subject, minute)] += tokens
 
-    async def in_flight(self, subjects: Sequence[str], now: float) -> list[int]:
-        return [sum(1 for t in self._in_flight[s].values() if now - t <= IN_FLIGHT_MAX_AGE_S)
-                for s in subjects]  # fmt: skip
+    async def in_flight(self, lim: SubjectLimits, now: float) -> int:
+        flying = self._in_flight[lim.subject].values()
+        return sum(1 for t in flying if now - t <= IN_FLIGHT_MAX_AGE_S)
 
 
 # KEYS: per subject 3 keys (requests, tokens, in-flight). ARGV: now, request id,
@@ -147,41 +161,45 @@ for i = 1, n do
 end
 return {0}
 """
+ADMIT_SHA = sha1(ADMIT_LUA.encode()).hexdigest()
 LIMIT_CODES = {1: "rpm", 2: "tpm", 3: "max_parallel"}
 
 
 class RedisLimits:
     """Counters in Redis, shared by every worker and replica.
 
-    If Redis is unreachable, ``fail_open`` decides: admit (logged by the link) or
-    refuse with 503-style retry advice (``Verdict.limit == "unavailable"``).
+    Keys: ``<prefix>{rl:<tag>}:<subject>:r:<minute>`` (requests), ``...:t:<minute>``
+    (tokens) and ``...:p`` (in flight); ``<tag>`` is ``SubjectLimits.tag``. If the
+    shard holding a tag is unreachable, ``fail_open`` decides: admit (logged by the
+    link) or refuse with 503-style retry advice (``Verdict.limit == "unavailable"``).
     """
 
     def __init__(self, link: RedisLink, fail_open: bool) -> None:
         self._link = link
         self._fail_open = fail_open
-        self._prefix = f"{link.prefix}rl:"
-        self._script: Any = None
+        self._prefix = link.prefix
 
-    def _keys(self, subject: str, minute: int) -> list[str]:
-        return [f"{self._prefix}{subject}:r:{minute}", f"{self._prefix}{subject}:t:{minute}",
-                f"{self._prefix}{subject}:p"]  # fmt: skip
+    def _key(self, lim: SubjectLimits, kind: str) -> str:
+        return f"{self._prefix}{{rl:{lim.tag}}}:{lim.subject}:{kind}"
 
-    async def admit(self, limits: Sequence[SubjectLimits], request_id: str,
-                    now: float) -> Verdict:  # fmt: skip
+    def _keys(self, lim: SubjectLimits, minute: int) -> list[str]:
+        return [self._key(lim, f"r:{minute}"), self._key(lim, f"t:{minute}"), self._key(lim, "p")]
+
+    async def admit(self, limits: Sequence[SubjectLimits], request_id: str, now: float) -> Verdict:
         minute, retry = _window(now)
         keys: list[str] = []
         args: list[Any] = [now, request_id, IN_FLIGHT_MAX_AGE_S, retry]
         for lim in limits:
-            keys += self._keys(lim.subject, minute)
+            keys += self._keys(lim, minute)
             args += [_or_none(lim.rpm), _or_none(lim.tpm), _or_none(lim.max_parallel)]
 
         async def op(r: Any) -> Any:
-            if self._script is None:
-                self._script = r.register_script(ADMIT_LUA)
-            return await self._script(keys=keys, args=args)
+            try:
+                return await r.evalsha(ADMIT_SHA, len(keys), *keys, *args)
+            except NoScriptError:  # first use on this shard, or it restarted: send the script
+                return await r.eval(ADMIT_LUA, len(keys), *keys, *args)
 
-        result = await self._link.run(op, None)
+        result = await self._link.run(op, None, route=keys[0])
         if result is None:
             return ALLOWED if self._fail_open else Verdict(False, None, "unavailable", 5)
         if int(result[0]) == 0:
@@ -190,8 +208,8 @@ class RedisLimits:
         limit = LIMIT_CODES[code]
         return Verdict(False, limits[index].subject, limit, 1 if limit == "max_parallel" else retry)
 
-    async def release(self, subjects: Sequence[str], request_id: str) -> None:
-        names = [f"{self._prefix}{s}:p" for s in subjects]
+    async def release(self, limits: Sequence[SubjectLimits], request_id: str) -> None:
+        names = [self._key(lim, "p") for lim in limits]
 
         async def op(r: Any) -> None:
             pipe = r.pipeline(transaction=False)
@@ -199,32 +217,29 @@ class RedisLimits:
                 pipe.zrem(name, request_id)
             await pipe.execute()
 
-        await self._link.run(op, None)
+        if names:
+            await self._link.run(op, None, route=names[0])
 
-    async def charge_tokens(self, subjects: Sequence[str], tokens: int, now: float) -> None:
+    async def charge_tokens(self, limits: Sequence[SubjectLimits], tokens: int, now: float) -> None:
         minute, retry = _window(now)
+        names = [self._key(lim, f"t:{minute}") for lim in limits]
 
         async def op(r: Any) -> None:
             pipe = r.pipeline(transaction=False)
-            for s in subjects:
-                name = f"{self._prefix}{s}:t:{minute}"
+            for name in names:
                 pipe.incrby(name, tokens)
                 pipe.expire(name, retry + 1)
             await pipe.execute()
 
-        await self._link.run(op, None)
+        if names:
+            await self._link.run(op, None, route=names[0])
 
-    async def in_flight(self, subjects: Sequence[str], now: float) -> list[int]:
-        names = [f"{self._prefix}{s}:p" for s in subjects]
-
-        async def op(r: Any) -> list[int]:
-            pipe = r.pipeline(transaction=False)
-            for name in names:
-                pipe.zcount(name, now - IN_FLIGHT_MAX_AGE_S, "+inf")
-            return [int(n) for n in await pipe.execute()]
-
-        counts = await self._link.run(op, None)
-        return counts if counts is not None else [0] * len(subjects)
+    async def in_flight(self, lim: SubjectLimits, now: float) -> int:
+        name = self._key(lim, "p")
+        count = await self._link.run(
+            lambda r: r.zcount(name, now - IN_FLIGHT_MAX_AGE_S, "+inf"), None, route=name
+        )
+        return int(count or 0)
 
 
 def _or_none(value: int | None) -> int:
@@ -252,33 +267,39 @@ class Limiter:
     async def release(self, alias: str | None, request_id: str) -> None:
         limits = [lim for lim in self.limits_of(alias) if lim.max_parallel is not None]
         if limits:
-            await self.store.release([lim.subject for lim in limits], request_id)
+            await self.store.release(limits, request_id)
 
     async def charge_tokens(self, alias: str | None, tokens: int) -> None:
         limits = [lim for lim in self.limits_of(alias) if lim.tpm is not None]
         if limits and tokens > 0:
-            await self.store.charge_tokens([lim.subject for lim in limits], tokens, self._clock())
+            await self.store.charge_tokens(limits, tokens, self._clock())
 
     async def in_flight(self) -> dict[str, int]:
         """Requests holding a parallel slot now, per subject with a ``max_parallel``."""
-        subjects = sorted({lim.subject for limits in self._by_alias.values() for lim in limits
-                           if lim.max_parallel is not None})  # fmt: skip
-        if not subjects:
-            return {}
-        return dict(zip(subjects, await self.store.in_flight(subjects, self._clock()),
-                        strict=True))  # fmt: skip
+        subjects = {lim.subject: lim for limits in self._by_alias.values() for lim in limits
+                    if lim.max_parallel is not None}  # fmt: skip
+        now = self._clock()
+        return {name: await self.store.in_flight(lim, now) for name, lim in sorted(subjects.items())}
 
 
 def subject_limits(access: Access) -> dict[str, list[SubjectLimits]]:
-    """Per key alias: its own limits and its team's (shared with the team's other keys)."""
+    """Per key alias: its own limits and its team's (shared with the team's other keys).
+
+    Both are grouped by the team (by the key when it has none): see ``SubjectLimits.tag``.
+    """
     out: dict[str, list[SubjectLimits]] = {}
     for key in access.keys:
         found = []
+        group = f"team:{key.team}" if key.team else f"key:{key.alias}"
         if any(v is not None for v in (key.rpm, key.tpm, key.max_parallel)):
-            found.append(SubjectLimits(f"key:{key.alias}", key.rpm, key.tpm, key.max_parallel))
+            found.append(
+                SubjectLimits(f"key:{key.alias}", key.rpm, key.tpm, key.max_parallel, group)
+            )
         team = access.teams.get(key.team) if key.team else None
         if team is not None and any(v is not None for v in (team.rpm, team.tpm, team.max_parallel)):
-            found.append(SubjectLimits(f"team:{key.team}", team.rpm, team.tpm, team.max_parallel))
+            found.append(
+                SubjectLimits(f"team:{key.team}", team.rpm, team.tpm, team.max_parallel, group)
+            )
         if found:
             out[key.alias] = found
     return out

@@ -18,7 +18,8 @@ from typing import Any, Protocol
 from extensions.backends.redis import RedisLink
 from extensions.config.catalog import Catalog
 
-METRICS = ("requests", "tokens", "spend_usd", "saved_usd")
+METRICS = ("requests", "tokens", "spend_usd", "saved_usd", "cached_tokens",
+           "prompt_cache_saved_usd", "storage_usd")  # fmt: skip
 KEEP_DAYS = 40
 
 
@@ -28,8 +29,11 @@ class Charge:
     team: str | None
     model: str
     tokens: int = 0
-    spend_usd: float = 0.0
-    saved_usd: float = 0.0
+    spend_usd: float = 0.0  # storage fees of provider prompt caches included
+    saved_usd: float = 0.0  # the gateway's own answers (cache hits, router answers)
+    cached_tokens: int = 0  # input read from a provider's prompt cache
+    prompt_cache_saved_usd: float = 0.0  # what those tokens saved against the input price
+    storage_usd: float = 0.0  # the storage fee part of spend_usd
 
 
 class UsageStore(Protocol):
@@ -51,6 +55,8 @@ class MemoryUsage:
 
 
 class RedisUsage:
+    """One hash per UTC day, ``<prefix>usage:<day>``: on a cluster, one shard holds a day."""
+
     def __init__(self, link: RedisLink) -> None:
         self._link = link
         self._prefix = f"{link.prefix}usage:"
@@ -65,10 +71,11 @@ class RedisUsage:
             pipe.expire(name, KEEP_DAYS * 86400)
             await pipe.execute()
 
-        await self._link.run(op, None)
+        await self._link.run(op, None, route=name)
 
     async def read(self, day: str) -> dict[str, float]:
-        raw = await self._link.run(lambda r: r.hgetall(self._prefix + day), None) or {}
+        name = self._prefix + day
+        raw = await self._link.run(lambda r: r.hgetall(name), None, route=name) or {}
         return {_text(k): float(v) for k, v in raw.items()}
 
 
@@ -87,7 +94,10 @@ class Usage:
 
     async def record(self, charge: Charge) -> None:
         values = {"requests": 1.0, "tokens": float(charge.tokens),
-                  "spend_usd": charge.spend_usd, "saved_usd": charge.saved_usd}  # fmt: skip
+                  "spend_usd": charge.spend_usd, "saved_usd": charge.saved_usd,
+                  "cached_tokens": float(charge.cached_tokens),
+                  "prompt_cache_saved_usd": charge.prompt_cache_saved_usd,
+                  "storage_usd": charge.storage_usd}  # fmt: skip
         fields: dict[str, float] = {}
         dims = [("key", charge.alias), ("model", charge.model)]
         if charge.team:
@@ -105,7 +115,7 @@ class Usage:
         for field, value in (await self.store.read(day)).items():
             kind, name, metric = field.split("|", 2)
             row = out[kind].setdefault(name, dict.fromkeys(METRICS, 0.0))
-            row[metric] = round(value, 6) if metric.endswith("usd") else int(value)
+            row[metric] = round(value, 8) if metric.endswith("usd") else int(value)
         return out
 
 

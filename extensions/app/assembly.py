@@ -29,6 +29,7 @@ from extensions.observe.labels import Labels
 from extensions.observe.metrics import GatewayMetrics
 from extensions.observe.observer import Observer
 from extensions.pipeline.admission import Gatekeeper
+from extensions.pipeline.audit import Auditor
 from extensions.pipeline.decide import Decider
 from extensions.pipeline.pipeline import Inflight, Pipeline
 from extensions.pipeline.upstream import Upstream
@@ -268,7 +269,7 @@ def build_gateway(
         ladders_by_alias(config.access),
     )
     savings = SavingsEstimate(catalog, config.access.savings.assumed_completion_tokens)
-    decider = Decider(catalog, cache, engine, handoffs, savings)
+    decider = Decider(catalog, cache, engine, handoffs, savings, config.prompt_caching)
     pipeline = Pipeline(
         generation=0,
         verifier=verifier,

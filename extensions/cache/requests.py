@@ -64,6 +64,8 @@ class Lookup:
     pending: Pending | None = None
     similarity: float | None = None
     reason: str | None = None
+    entry_id: str | None = None  # a hit's key, and its semantic namespace (for audits)
+    namespace: str | None = None
 
 
 class RequestCache:
@@ -178,7 +180,8 @@ class RequestCache:
                 )
                 similarity = None if match.similarity is None else round(match.similarity, 4)
                 if match.entry is not None and not self.cache.shadow:
-                    return Lookup(Outcome.HIT_SEMANTIC, match.entry, similarity=similarity)
+                    return Lookup(Outcome.HIT_SEMANTIC, match.entry, similarity=similarity,
+                                  entry_id=match.entry_id, namespace=ticket.key.namespace)  # fmt: skip
                 if match.entry is not None:
                     pending = Pending(
                         replace(ticket, plan=plan),

@@ -67,6 +67,7 @@ class SemanticMatch:
     entry: Entry | None  # None: nothing passed
     similarity: float | None  # the best candidate's, passed or not
     rejected_by: str | None = None  # the verification check that refused the best candidate
+    entry_id: str | None = None  # the served entry's key (to evict it when an audit fails it)
 
 
 class ResponseCache:
@@ -128,12 +129,18 @@ class ResponseCache:
             if failed is not None:
                 rejected = rejected or failed
                 continue
-            return SemanticMatch(entry, n.similarity)
+            return SemanticMatch(entry, n.similarity, entry_id=n.entry_id)
         return SemanticMatch(None, best, rejected)
 
     @property
     def shadow(self) -> bool:
         return self.settings.semantic.mode is SemanticMode.SHADOW
+
+    async def evict(self, namespace: str, entry_id: str) -> None:
+        """Remove an entry and its vector (an audit found its answer wrong)."""
+        await self.store.delete(entry_id)
+        if self.index is not None:
+            await self.index.remove(namespace, entry_id)
 
     async def put(
         self, key: RequestKey, vector: Vectors | None, entry: Entry, ttl_s: float

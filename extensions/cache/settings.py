@@ -53,8 +53,22 @@ class Verification(StrictModel):
     word_order: bool = True  # "Messi better than Ronaldo" vs "Ronaldo better than Messi"
 
 
+class Audit(StrictModel):
+    """Re-check a sample of served semantic hits off the request path: the model answers
+    the query afresh (a model call, charged to no key) and an entry whose answer differs
+    from the fresh one (cosine of the two answers below ``answer_threshold``) is evicted.
+    The share of audited hits that passed estimates the precision of served hits."""
+
+    enabled: bool = False
+    sample_rate: float = Field(0.05, ge=0.0, le=1.0)
+    answer_threshold: float = Field(0.5, ge=0.0, le=1.0)
+    queue_size: int = Field(100, ge=1, le=100_000)  # audits waiting; more are skipped
+    window: int = Field(200, ge=1, le=100_000)  # precision over the last N audits
+
+
 class SemanticCache(StrictModel):
     enabled: bool = True
+    audit: Audit = Audit()
     mode: SemanticMode = SemanticMode.SERVE
     threshold: float = Field(0.95, ge=0.0, le=1.0)
     candidates: int = Field(4, ge=1, le=50)

@@ -119,7 +119,8 @@ class MemoryStore:
 
 
 class RedisStore:
-    """Entries under ``<prefix>c:<key>`` with a Redis TTL; misses when Redis is down."""
+    """Entries under ``<prefix>c:<key>`` with a Redis TTL; misses when Redis (or, on a
+    cluster, the entry's shard) is down. Entries spread over a cluster's shards by hash."""
 
     def __init__(self, link: RedisLink) -> None:
         self._link = link
@@ -127,16 +128,17 @@ class RedisStore:
 
     async def get(self, key: str) -> bytes | None:
         name = self._prefix + key
-        value = await self._link.run(lambda r: r.get(name), None)
+        value = await self._link.run(lambda r: r.get(name), None, route=name)
         return value.encode() if isinstance(value, str) else value
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
         name = self._prefix + key
-        await self._link.run(lambda r: r.set(name, value, px=max(1, int(ttl_s * 1000))), None)
+        ttl_ms = max(1, int(ttl_s * 1000))
+        await self._link.run(lambda r: r.set(name, value, px=ttl_ms), None, route=name)
 
     async def delete(self, key: str) -> None:
         name = self._prefix + key
-        await self._link.run(lambda r: r.delete(name), None)
+        await self._link.run(lambda r: r.delete(name), None, route=name)
 
 
 class TieredStore:

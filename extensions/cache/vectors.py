@@ -139,7 +139,9 @@ class MemoryVectorIndex:
 class RedisVectorIndex:
     """Redis 8 vector sets, one per namespace (``<prefix>v:<namespace>``).
 
-    Vector sets have no per-element TTL: an id whose payload expired is removed
+    On a cluster a namespace's set lives on one shard (namespaces spread by hash); the
+    payloads it points to live wherever their own keys hash (nothing reads the two
+    atomically). Vector sets have no per-element TTL: an id whose payload expired is removed
     when a search finds it (``remove``), and each set is capped at ``max_entries``
     by removing random members once it grows past the cap.
     """
@@ -165,13 +167,13 @@ class RedisVectorIndex:
             # the set lives a little longer than its newest entry's payload
             await r.expire(key, int(ttl_s) + 60)
 
-        await self._link.run(op, None)
+        await self._link.run(op, None, route=key)
 
     async def search(self, namespace: str, vector: Vectors, k: int) -> list[Neighbour]:
         key = self._prefix + namespace
         blob = np.asarray(vector, dtype=np.float32).reshape(-1).tobytes()
         raw = await self._link.run(
-            lambda r: _cmd(r, "VSIM", key, "FP32", blob, "WITHSCORES", "COUNT", k), None
+            lambda r: _cmd(r, "VSIM", key, "FP32", blob, "WITHSCORES", "COUNT", k), None, route=key
         )
         if not raw:
             return []
@@ -184,7 +186,7 @@ class RedisVectorIndex:
 
     async def remove(self, namespace: str, entry_id: str) -> None:
         key = self._prefix + namespace
-        await self._link.run(lambda r: _cmd(r, "VREM", key, entry_id), None)
+        await self._link.run(lambda r: _cmd(r, "VREM", key, entry_id), None, route=key)
 
 
 def _cmd(client: Any, *args: Any) -> Any:

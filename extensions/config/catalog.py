@@ -66,6 +66,9 @@ class Catalog:
             None,
         )
 
+    def provider_of_group(self, group: str) -> str | None:
+        return next((d.provider for d in self.deployments.values() if d.group == group), None)
+
     def allowed_fallbacks(self, allows: Callable[[str], bool]) -> dict[str, tuple[str, ...]]:
         """The fallback chains with every group a key may not use taken out."""
         return {

@@ -47,6 +47,10 @@ def reference_problems(config: GatewayConfig, model_groups: Set[str]) -> list[st
             if step.model is not None and step.model not in model_groups:
                 problems.append(f"{where}.degrade[{i}].model: unknown model group "
                                 f"'{step.model}' (litellm.yaml has: {known})")  # fmt: skip
+    for group in config.prompt_caching.groups:
+        if group not in model_groups:
+            problems.append(f"prompt_caching.groups.{group}: unknown model group (litellm.yaml "
+                            f"has: {known})")  # fmt: skip
     routes = config.observability.request_log.content.routes
     for i, route in enumerate(routes):
         if route not in targets_for_keys:

@@ -16,6 +16,7 @@ from extensions.cache.settings import CacheSettings, Tier
 from extensions.config.base import StrictModel
 from extensions.embedding.settings import Embedding
 from extensions.guard.settings import Guardrails
+from extensions.prompt_cache.settings import PromptCaching
 from extensions.observe.settings import Observability, TimelineStore
 from extensions.protocols.settings import RequestSettings
 from extensions.router.settings import HandoffSink, Router
@@ -48,6 +49,7 @@ class GatewayConfig(StrictModel):
     handoff_sinks: dict[str, HandoffSink] = {}
     routers: dict[str, Router] = Field(default_factory=dict)
     guardrails: Guardrails = Guardrails()
+    prompt_caching: PromptCaching = PromptCaching()
     observability: Observability = Observability()
 
     @model_validator(mode="after")

@@ -1,7 +1,7 @@
 """Where a finished request goes: the request log, the metrics and the dashboard timeline.
 
 Built once per worker by the composition root. ``request`` is the one entry point
-for a finished request (from the fast lane or LiteLLM's log events), so the three
+for a finished request (the pipeline's ``finish``, once per request), so the three
 views count exactly the same requests. Everything here is in-memory work; the
 log is written by a thread and the timeline flushed by a background task.
 Fail-open: an error here is logged and never reaches the client.
@@ -97,7 +97,7 @@ class Observer:
             self.metrics.upstream_error(model_group, error)
 
     def timing(self, kind: str, ms: float) -> None:
-        """A cache lookup's (``exact``/``semantic``) or the gateway's own (``fast_lane``,
+        """A cache lookup's (``exact``/``semantic``) or the gateway's own (``answered``,
         ``forwarded``) time."""
         if self.metrics is None:
             return

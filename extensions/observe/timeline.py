@@ -1,15 +1,16 @@
 """Counters for the dashboard: what each finished request adds to its minute.
 
-Each request-log record becomes a handful of increments (``increments``): totals,
-the router's action, the cache outcome, and breakdowns by model group,
-deployment, provider, key, team, intent, error, failed attempt, fallback,
-degradation and PII finding. Label values are bounded (``labels.Labels``). The
-increments are gathered in the worker (a dict update per request on the event
-loop) and flushed every few seconds into buckets of 1 minute (kept 3 h: the hour
-view) and 5 minutes (kept 26 h: the 6-hour and day views), in this process
-(``MemoryTimeline``) or in Redis (``RedisTimeline``: one hash per bucket, shared by
-workers and replicas). Fail-open: a Redis outage loses the increments of that
-flush, never a request.
+Each request-log record counts in totals, the router's action, the cache outcome,
+and breakdowns by model group, deployment, provider, key, team, intent, error,
+failed attempt, fallback, degradation and PII finding. Label values are bounded
+(``labels.Labels``). On the event loop a request is only its ``signature`` (a tuple
+of bounded labels) and amounts, summed per signature in the worker; every few
+seconds the sums are expanded into fields (``expand``) and flushed into buckets of
+1 minute (kept 3 h: the hour view) and 5 minutes (kept 26 h: the 6-hour and day
+views), in this process (``MemoryTimeline``) or in Redis (``RedisTimeline``: one
+hash per bucket, shared by workers and replicas, all under one hash tag so a read
+is one shard's work on a cluster). Fail-open: a Redis outage loses the increments
+of that flush, never a request.
 
 A field is ``dim|value|metric``; the read side is ``observe/series.py``.
 """
@@ -252,7 +253,7 @@ class MemoryTimeline:
 class RedisTimeline:
     def __init__(self, link: RedisLink) -> None:
         self.link = link
-        self.prefix = f"{link.prefix}tl"
+        self.prefix = f"{link.prefix}{{tl}}:"  # one hash tag: every bucket on one shard
 
     def _key(self, size: int, index: int) -> str:
         return f"{self.prefix}{size}:{index}"
@@ -270,7 +271,7 @@ class RedisTimeline:
                     pipe.expire(key, KEEP_S[size])
             await pipe.execute()
 
-        await self.link.run(op, None)
+        await self.link.run(op, None, route=self.prefix)
 
     async def read(self, size: int, indexes: Iterable[int]) -> Buckets:
         wanted = list(indexes)
@@ -286,7 +287,7 @@ class RedisTimeline:
                 if row
             }
 
-        return await self.link.run(op, {})
+        return await self.link.run(op, {}, route=self.prefix)
 
 
 class TimelineRecorder:

@@ -20,6 +20,7 @@ from extensions.access.settings import DegradeStep
 from extensions.cache.policy import ClientControl
 from extensions.cache.service import Outcome as CacheOutcome
 from extensions.pipeline.errors import GatewayError
+from extensions.prompt_cache.pricing import PromptCacheUse
 from extensions.router.settings import Action
 
 
@@ -109,6 +110,9 @@ class CacheState:
     semantic_ms: float | None = None
     pending: Any = None  # cache.requests.Pending: what to store once the answer is complete
     embedding_key: str | None = None  # embeddings: where to store the result
+    hit_id: str | None = None  # a semantic hit's entry and namespace (for the audit)
+    hit_namespace: str | None = None
+    hit_group: str | None = None
 
     @property
     def hit(self) -> bool:
@@ -161,6 +165,7 @@ class RequestContext:
     failed_attempts: list[tuple[str | None, str]] = field(default_factory=list)
     saved_usd: float = 0.0
     degraded: str | None = None  # the budget ladder's rung that changed the answer
+    prompt_cache: PromptCacheUse | None = None  # the provider's prompt cache at work
     gateway_ms: float | None = None  # own time before answering or forwarding
     answer_text: str = ""  # for the log's content field (when content logging is on)
     finished: bool = False

@@ -29,6 +29,8 @@ from extensions.pipeline.context import (
     Served,
 )
 from extensions.pipeline.upstream import Call
+from extensions.prompt_cache.marking import mark_prefix
+from extensions.prompt_cache.settings import PromptCaching
 from extensions.protocols.chunks import completion
 from extensions.router.decide import DEFAULT_INTENT, Decision
 from extensions.router.engine import Routed, RouterEngine
@@ -67,8 +69,10 @@ class Decider:
         engine: RouterEngine | None,
         handoffs: HandoffDispatcher | None,
         savings: SavingsEstimate | None,
+        prompt_caching: PromptCaching | None = None,
     ) -> None:
         self.catalog = catalog
+        self.prompt_caching = prompt_caching or PromptCaching()
         self.cache = cache
         self.engine = engine
         self.handoffs = handoffs
@@ -118,6 +122,8 @@ class Decider:
             lookup = await self.cache.after_routing(ticket, routed)
             ctx.cache.semantic_ms = _ms(started)
             if lookup.entry is not None:
+                ctx.cache.hit_id, ctx.cache.hit_namespace = lookup.entry_id, lookup.namespace
+                ctx.cache.hit_group = lookup.entry.model_group or group
                 return self._hit(ctx, target, lookup.entry, lookup.outcome, lookup.similarity)
             self.cache.count(lookup.outcome)
             ctx.cache.outcome = lookup.outcome
@@ -132,6 +138,8 @@ class Decider:
         prompt = routed.decision.system_prompt if routed is not None else None
         if prompt:
             messages = [{"role": "system", "content": prompt}, *messages]
+        gemini = self.catalog.provider_of_group(group) == "gemini"
+        messages = mark_prefix(messages, self.prompt_caching.groups.get(group), gemini)
         upstream = replace(request, model=group, messages=messages)
         # a router's targets and their fallbacks are the operator's choice; a model group
         # named by the client falls back only to groups the key may use

@@ -32,7 +32,9 @@ from extensions.guard.guard import Guard
 from extensions.guard.policy import Outcome
 from extensions.observe.observer import Observer
 from extensions.observe.record import last_user_text
+from extensions.cache.service import Outcome as CacheOutcome
 from extensions.pipeline.admission import Gatekeeper, authenticate
+from extensions.pipeline.audit import AuditCase, Auditor
 from extensions.pipeline.context import (
     ChatRequest,
     EmbeddingRequest,
@@ -48,6 +50,7 @@ from extensions.pipeline.errors import BadRequest
 from extensions.pipeline.headers import response_headers
 from extensions.pipeline.record import build_record
 from extensions.pipeline.upstream import StreamReply, Upstream
+from extensions.prompt_cache.pricing import prompt_cache_use
 from extensions.protocols.base import Adapter
 from extensions.protocols.chunks import answer_text
 
@@ -114,6 +117,7 @@ class Pipeline:
         inflight: Inflight,
         routers: frozenset[str],
         guard: Guard | None = None,
+        auditor: Auditor | None = None,
         headers_enabled: bool = True,
     ) -> None:
         self.generation = generation
@@ -127,6 +131,7 @@ class Pipeline:
         self.inflight = inflight
         self.routers = routers
         self.guard = guard
+        self.auditor = auditor
         self.headers_enabled = headers_enabled
 
     # -- start ----------------------------------------------------------------------------
@@ -251,11 +256,41 @@ class Pipeline:
                 await self.gatekeeper.release(ctx.admission, ctx.id)
         except Exception:  # release must not stop the record; the slot expires anyway
             logger.exception("releasing %s failed", ctx.id)
+        self._price_prompt_cache(ctx)
         if result.ending is Ending.COMPLETED and result.answer is not None:
             await self._store(ctx, result.answer)
+        if result.ending is Ending.ANSWERED and result.answer is not None:
+            self._audit(ctx, result.answer)
         if ctx.admission is not None and ctx.principal is not None:
             await self._charge(ctx)
         self._record(ctx, result)
+
+    def _audit(self, ctx: RequestContext, answer: dict[str, Any]) -> None:
+        """A served semantic hit goes to the auditor's sample (checked off the request path)."""
+        cache = ctx.cache
+        if self.auditor is None or cache.outcome is not CacheOutcome.HIT_SEMANTIC:
+            return
+        if not (cache.hit_id and cache.hit_namespace and cache.hit_group):
+            return
+        assert isinstance(ctx.request, ChatRequest)
+        self.auditor.submit(AuditCase(ctx.id, cache.hit_id, cache.hit_namespace, cache.hit_group,
+                                      ctx.request, answer_text(answer), cache.similarity))  # fmt: skip
+
+    def _price_prompt_cache(self, ctx: RequestContext) -> None:
+        """Cached input's savings, and an explicit cache's storage fee (added to the cost)."""
+        served = ctx.served
+        if served is None or served.model_group is None:
+            return
+        deployment = self.catalog.deployments.get(served.deployment or "")
+        use = prompt_cache_use(
+            deployment.price if deployment is not None else None,
+            self.decider.prompt_caching.groups.get(served.model_group),
+            served.usage.cached_tokens,
+            served.usage.cache_write_tokens,
+        )
+        if use is not None:
+            ctx.prompt_cache = use
+            served.cost_usd += use.storage_usd
 
     async def _store(self, ctx: RequestContext, answer: dict[str, Any]) -> None:
         if self.cache is None:

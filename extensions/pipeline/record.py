@@ -74,6 +74,7 @@ def build_record(
             "prompt": usage.prompt_tokens if usage else 0,
             "completion": usage.completion_tokens if usage else 0,
             "cached": usage.cached_tokens if usage else 0,
+            "cache_write": usage.cache_write_tokens if usage else 0,
         },
         "cost_usd": round(served.cost_usd, 10) if served else 0.0,
         "saved_usd": round(ctx.saved_usd, 10),
@@ -88,6 +89,13 @@ def build_record(
         record["degraded"] = ctx.degraded
     if routing is not None and routing.structured_override:
         record["structured_override"] = True
+    if ctx.prompt_cache is not None:
+        record["prompt_cache"] = {
+            "read_tokens": ctx.prompt_cache.read_tokens,
+            "write_tokens": ctx.prompt_cache.write_tokens,
+            "saved_usd": round(ctx.prompt_cache.saved_usd, 10),
+            "storage_usd": round(ctx.prompt_cache.storage_usd, 10),
+        }
     if ctx.screening is not None:
         record["pii"] = {"action": ctx.screening.action, "kinds": list(ctx.screening.kinds)}
     if ctx.failed_attempts:

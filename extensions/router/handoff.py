@@ -73,10 +73,12 @@ class WebhookHandoffSink:
 
 
 class RedisStreamHandoffSink:
-    def __init__(self, url: str, stream: str, max_len: int) -> None:
-        import redis.asyncio as aioredis
+    """``XADD`` to one stream (one key: on a Redis Cluster, one shard holds it)."""
 
-        self._redis = aioredis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    def __init__(self, url: str, stream: str, max_len: int) -> None:
+        from extensions.backends.redis_client import make_client
+
+        self._redis = make_client(url, timeout_s=2)
         self._stream = stream
         self._max_len = max_len
 

@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from extensions.access.settings import DegradeStep
+from extensions.backends.settings import check_redis_url
 from extensions.cache.settings import IntentCache, RouterCache
 from extensions.config.base import StrictModel
 from extensions.guard.detectors import ALL_KINDS, Kind
@@ -217,9 +218,14 @@ class WebhookSink(RetryingDelivery):
 
 class RedisStreamSink(RetryingDelivery):
     type: Literal["redis_stream"]
-    url: str = Field(pattern=r"^rediss?://")
+    url: str  # a single Redis or a cluster, as redis.url (docs/redis.md)
     stream: str = Field("gateway:handoffs", min_length=1)
     max_len: int = Field(100_000, ge=100)
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        return check_redis_url(url)
 
 
 HandoffSink = Annotated[LogSink | WebhookSink | RedisStreamSink, Field(discriminator="type")]

@@ -225,7 +225,7 @@ async def test_shadow_mode_never_serves(shadow_gateway: Proxy, clean_sim: SimPro
     assert "cache shadow hit: query similarity" in log and "answer similarity" in log
 
 
-# -- eviction policies, on the pre-call hook path (fast lane off) --------------------------
+# -- eviction policies -----------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module", params=["lru", "lfu", "fifo"])
@@ -243,13 +243,7 @@ def small_cache(
         data["cache"]["cacheability"]["enabled"] = False
 
     config = derive_gateway_config(tmp_path_factory.mktemp(f"evict-{policy}"), edit)
-    proxy = Proxy(
-        log_dir,
-        sim,
-        gateway_config=config,
-        name=f"evict-{policy}",
-        extra_env={"GATEWAY_FAST_LANE": "0"},
-    ).start()
+    proxy = Proxy(log_dir, sim, gateway_config=config, name=f"evict-{policy}").start()
     yield policy, proxy
     proxy.stop()
 

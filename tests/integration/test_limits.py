@@ -117,7 +117,7 @@ async def test_limit_is_exact_across_two_proxies(
 
 
 async def test_cache_hits_count_too(limited_pair: tuple[Proxy, Proxy], fresh_window: None) -> None:
-    """The fast lane admits before it answers: a cache hit is a request like any other."""
+    """Admission comes before the cache: a cache hit is a request like any other."""
     one, _ = limited_pair
     text = unique("cached question")
     for _ in range(RPM):

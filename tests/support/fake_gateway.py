@@ -30,7 +30,7 @@ from extensions.app.assembly import Parts
 from extensions.app.reload import Generations
 from extensions.cache.requests import RequestCache
 from extensions.cache.service import ResponseCache
-from extensions.cache.settings import CacheSettings
+from extensions.cache.settings import Audit, CacheSettings
 from extensions.cache.store import MemoryStore
 from extensions.cache.vectors import MemoryVectorIndex
 from extensions.config.catalog import Catalog
@@ -41,6 +41,7 @@ from extensions.observe.observer import Observer
 from extensions.observe.request_log import RequestLog
 from extensions.observe.timeline import MemoryTimeline, TimelineRecorder
 from extensions.pipeline.admission import Gatekeeper
+from extensions.pipeline.audit import Auditor
 from extensions.pipeline.decide import Decider
 from extensions.pipeline.pipeline import Inflight, Pipeline
 from extensions.pipeline.upstream import FakeModel, FakeUpstream
@@ -251,7 +252,9 @@ class RecordingSink:
 
 
 def fake_gateway(
-    models: Mapping[str, FakeModel] | None = None, overrides: Mapping[str, Any] | None = None
+    models: Mapping[str, FakeModel] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    audit: bool = False,
 ) -> FakeGateway:
     data: dict[str, Any] = {
         "version": 1,
@@ -309,6 +312,14 @@ def fake_gateway(
         inflight=inflight,
         routers=frozenset({"support-bot"}),
         guard=Guard(config.guardrails) if config.guardrails.routes else None,
+        auditor=Auditor(
+            Audit(enabled=True, sample_rate=1.0, answer_threshold=0.9),
+            cache.cache,
+            encoder,
+            upstream,
+        )
+        if audit
+        else None,
     )
     parts = Parts(
         config,

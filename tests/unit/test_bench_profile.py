@@ -13,7 +13,7 @@ pytestmark = pytest.mark.unit
 ROOT = 'process 7:"python -m litellm"'
 RAW = "\n".join([
     f"{ROOT};run (granian/server/mp.py);handle (litellm/proxy/x.py);dumps (json/__init__.py) 30",
-    f"{ROOT};run (granian/server/mp.py);__call__ (extensions/hooks/fast_lane.py);"
+    f"{ROOT};run (granian/server/mp.py);__call__ (extensions/server/front.py);"
     "handle (litellm/proxy/x.py) 20",
     f"{ROOT};_bootstrap (threading.py);encode (extensions/embedding/encoder.py);"
     "run (onnxruntime/capi/session.py) 40",
@@ -32,7 +32,7 @@ def test_samples_are_charged_to_the_innermost_named_package(tmp_path: Path) -> N
     assert summary["ours_inclusive_pct"] == 60.0
     assert summary["ours_top_inclusive_pct"] == {
         "encode (extensions/embedding/encoder.py)": 40.0,
-        "__call__ (extensions/hooks/fast_lane.py)": 20.0,
+        "__call__ (extensions/server/front.py)": 20.0,
     }
     top = summary["top_self_pct"]
     assert top["run (onnxruntime/capi/session.py)"] == 40.0

@@ -116,7 +116,7 @@ async def test_route_forwards_to_the_intents_model(
     assert call.model_group == "claude-sim"
     assert call.request.messages[0] == {"role": "system", "content": "be technical"}
     [record] = gw.observer.records
-    assert record["tokens"] == {"prompt": 10, "completion": 20, "cached": 0}
+    assert record["tokens"] == {"prompt": 10, "completion": 20, "cached": 0, "cache_write": 0}
     assert record["cost_usd"] == pytest.approx(0.001)
     assert gw.in_flight() == 0
 
@@ -501,3 +501,24 @@ async def test_pii_guardrail_on_every_protocol(protocol: str) -> None:
     assert "card, email" in str(caught.value) and "4111" not in str(caught.value)
     assert len(gw.upstream.calls) == 1
     assert gw.observer.records[-1]["pii"] == {"action": "blocked", "kinds": ["card", "email"]}
+
+
+async def test_audit_evicts_a_wrong_semantic_hit_and_keeps_a_right_one() -> None:
+    gw = fake_gateway(audit=True)
+    auditor = gw.pipeline.auditor
+    assert auditor is not None
+    await ask(gw, "chat", "gpt-sim", "What are your opening hours?")
+    _, right = await ask(gw, "chat", "gpt-sim", "what are your opening hours")
+    assert right["x-gateway-cache"] == "HIT_SEMANTIC"
+    await auditor.drain()
+    assert (auditor.counters.passed, auditor.counters.failed) == (1, 0)
+    gw.upstream.models["gpt-sim"] = FakeModel(text="Paris is the capital of France.")
+    await ask(gw, "chat", "gpt-sim", "How do I export my data?")  # a wrong entry, planted
+    gw.upstream.models["gpt-sim"] = FakeModel()  # the model's real answer again
+    wrong, hit = await ask(gw, "chat", "gpt-sim", "how do i export my data")
+    assert hit["x-gateway-cache"] == "HIT_SEMANTIC" and wrong.startswith("Paris")
+    await auditor.drain()
+    assert (auditor.counters.passed, auditor.counters.failed) == (1, 1)
+    assert auditor.counters.precision == 0.5
+    again, headers = await ask(gw, "chat", "gpt-sim", "how do i export my data")
+    assert headers["x-gateway-cache"] == "MISS" and again == "fake answer"  # evicted

@@ -17,7 +17,8 @@ async def test_usage_adds_up_per_key_team_and_model() -> None:
     report = await usage.report()
     assert report["day"] == "1970-01-01"
     assert report["key"]["a"] == {"requests": 2, "tokens": 150, "spend_usd": 0.003,
-                                  "saved_usd": 0.0}  # fmt: skip
+                                  "saved_usd": 0.0, "cached_tokens": 0,
+                                  "prompt_cache_saved_usd": 0.0, "storage_usd": 0.0}  # fmt: skip
     assert report["key"]["b"]["saved_usd"] == 0.002 and report["key"]["b"]["requests"] == 1
     assert report["team"]["t"]["requests"] == 3
     assert report["model"]["gpt-sim"]["requests"] == 2
