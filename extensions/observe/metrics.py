@@ -21,9 +21,12 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.metrics import MetricWrapperBase
 
 from extensions.observe.labels import (
+    ACTIONS,
     ATTEMPT_ERRORS,
+    CACHE_OUTCOMES,
     ERROR_TYPES,
     NONE,
     OTHER,
@@ -161,37 +164,47 @@ class GatewayMetrics:
                               ["sink", "state"], registry=r,
                               multiprocess_mode="livesum")  # fmt: skip
         self._max_lag = 0.0
+        self._children: dict[tuple[str, tuple[str, ...]], Any] = {}
 
     def _route(self, value: object) -> str:
         return value if isinstance(value, str) and value in self.routes else OTHER
+
+    def _child(self, metric: MetricWrapperBase, *values: str) -> Any:
+        """``metric.labels(*values)``, kept: label values are bounded, so is this cache, and
+        the per-request path skips prometheus_client's lock and label checks."""
+        key = (metric._name, values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     def observe(self, record: Mapping[str, Any]) -> None:
         """Count one request-log record."""
         labels = self.labels
         route = self._route(record.get("route"))
-        action = str(record.get("action"))
-        cache = str(record.get("cache"))
+        action = pick(ACTIONS, record.get("action"))
+        cache = pick(CACHE_OUTCOMES, record.get("cache"))
         status = int(record.get("status") or 0)
-        self.requests.labels(route, action, cache, str(status)).inc()
+        self._child(self.requests, route, action, cache, str(status)).inc()
         latency = record.get("latency_ms") or {}
         total = _seconds(latency.get("total"))
         if total is not None:
-            self.duration.labels(route, action).observe(total)
+            self._child(self.duration, route, action).observe(total)
         team = labels.team(record.get("team"))
         cost, saved = float(record.get("cost_usd") or 0.0), float(record.get("saved_usd") or 0.0)
         router = record.get("router")
         if router:
             name, intent = labels.router(router), labels.intent(router, record.get("intent"))
-            self.intents.labels(name, intent).inc()
+            self._child(self.intents, name, intent).inc()
             classify = _seconds(latency.get("classify"))
             if classify is not None:
-                self.classifier.labels(name).observe(classify)
+                self._child(self.classifier, name).observe(classify)
             if cost:
-                self.intent_cost.labels(name, intent).inc(cost)
+                self._child(self.intent_cost, name, intent).inc(cost)
             if saved:
-                self.intent_savings.labels(name, intent).inc(saved)
+                self._child(self.intent_savings, name, intent).inc(saved)
         if cache != "NONE":
-            self.cache_lookups.labels(str(record.get("endpoint")), cache).inc()
+            self._child(self.cache_lookups, str(record.get("endpoint")), cache).inc()
         group = labels.group(record.get("model_group"))
         served = (
             group,
@@ -199,41 +212,43 @@ class GatewayMetrics:
             labels.provider(record.get("provider")),
         )
         if record.get("deployment") is not None:
-            self.served.labels(*served).inc()
+            self._child(self.served, *served).inc()
         tokens = record.get("tokens") or {}
         for kind in ("prompt", "completion", "cached"):
             if tokens.get(kind):
-                self.tokens.labels(*served, kind).inc(int(tokens[kind]))
+                self._child(self.tokens, *served, kind).inc(int(tokens[kind]))
         if cost:
-            self.cost.labels(team, *served).inc(cost)
+            self._child(self.cost, team, *served).inc(cost)
         if saved:
             source = "cache" if cache.startswith("HIT") else "router"
-            self.savings.labels(team, source).inc(saved)
+            self._child(self.savings, team, source).inc(saved)
         alias = record.get("key_alias")
         if alias is not None:
             key = labels.key(alias)
-            self.key_requests.labels(key, team).inc()
+            self._child(self.key_requests, key, team).inc()
             if cost:
-                self.key_cost.labels(key, team).inc(cost)
+                self._child(self.key_cost, key, team).inc(cost)
         if status >= 400:
             error = record.get("error")
             kind = pick(ERROR_TYPES, error.get("type")) if isinstance(error, Mapping) else NONE
             cls = error_class(status, kind, error_source(record))
-            self.errors.labels(cls, str(status), kind).inc()
+            self._child(self.errors, cls, str(status), kind).inc()
         if record.get("fallbacks"):
-            self.fallbacks.labels(route).inc(int(record["fallbacks"]))
+            self._child(self.fallbacks, route).inc(int(record["fallbacks"]))
         upstream = _seconds(latency.get("upstream"))
         if upstream is not None and record.get("model_group"):
-            self.upstream.labels(*served).observe(upstream)
+            self._child(self.upstream, *served).observe(upstream)
         degraded = record.get("degraded")
         if degraded:
-            self.degraded.labels(
-                "cache_only" if str(degraded).startswith("cache_only") else "model"
+            self._child(
+                self.degraded, "cache_only" if str(degraded).startswith("cache_only") else "model"
             ).inc()
         pii = record.get("pii")
         if isinstance(pii, Mapping):
             for kind in pii.get("kinds") or []:
-                self.pii.labels(pick(PII_ACTIONS, pii.get("action")), pick(PII_KINDS, kind)).inc()
+                self._child(
+                    self.pii, pick(PII_ACTIONS, pii.get("action")), pick(PII_KINDS, kind)
+                ).inc()
 
     def budgets(self, remaining: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> None:
         """Set the budget gauges from ``Budgets.remaining()`` (subject -> period -> amounts)."""
