@@ -26,6 +26,7 @@ from extensions.config.loader import load_gateway_config
 from extensions.config.schema import GatewayConfig
 from extensions.embedding.encoder import BatchingEncoder
 from extensions.guard.guard import Guard
+from extensions.observe.labels import Labels
 from extensions.observe.metrics import GatewayMetrics
 from extensions.observe.observer import Observer
 from extensions.pipeline.admission import Gatekeeper
@@ -256,6 +257,7 @@ def build_gateway(
         if previous is not None and keep and previous.same(config, "observability")
         else build_observer(config, metrics, link, metrics_dir)
     )
+    observer.configure(Labels.from_config(config, catalog))  # bounded label values
     cache = None
     if config.cache.enabled:
         if (

@@ -16,16 +16,17 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from extensions.observe.labels import Labels
 from extensions.observe.loop_monitor import LoopMonitor
 from extensions.observe.metrics import GatewayMetrics, render
 from extensions.observe.record import Redactor
 from extensions.observe.request_log import RequestLog
+from extensions.observe.series import WINDOWS, series
 from extensions.observe.settings import Observability
-from extensions.observe.timeline import TimelineRecorder, series
+from extensions.observe.timeline import TimelineRecorder
 
 logger = logging.getLogger("gateway.observe")
 FLUSH_EVERY_S = 2.0
-WINDOWS = {"hour": (60, 1), "day": (288, 5)}  # points, minutes per point
 
 
 class Observer:
@@ -46,6 +47,12 @@ class Observer:
         self.monitor = LoopMonitor(metrics.lag) if metrics is not None else None
         self._flusher: asyncio.Task[None] | None = None
         self.errors = 0
+
+    def configure(self, labels: Labels) -> None:
+        """The names this generation may put in labels (the dashboard's and the metrics')."""
+        self.timeline.labels = labels
+        if self.metrics is not None:
+            self.metrics.labels = labels
 
     def ensure_started(self) -> None:
         """Start the loop monitor and the timeline flusher on the running loop."""
@@ -108,13 +115,19 @@ class Observer:
         return await asyncio.to_thread(render, self.multiprocess_dir)
 
     async def dashboard_data(self, window: str, now: float | None = None) -> dict[str, Any]:
-        points, step = WINDOWS.get(window, WINDOWS["hour"])
+        """Chart points and breakdowns of the last hour, 6 hours or day (``WINDOWS``)."""
+        window = window if window in WINDOWS else "hour"
+        points, size = WINDOWS[window]
         await self.flush()  # this worker's latest requests too
-        last = int(time.time() if now is None else now) // 60
-        first = last - points * step + 1
-        buckets = await self.timeline.store.read(range(first, last + 1))
-        data = series(buckets, first, points, step)
-        data["window"] = window if window in WINDOWS else "hour"
+        last = (int(time.time() if now is None else now) // 60) // size
+        first = last - points + 1
+        buckets = await self.timeline.store.read(size, range(first, last + 1))
+        # tens of ms for a busy day: off the event loop
+        data = await asyncio.to_thread(
+            series, buckets, first, points, size, self.timeline.labels.keys
+        )
+        data["window"] = window
+        data["windows"] = list(WINDOWS)
         data["store"] = self.settings.dashboard.store.value
         return data
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from extensions.observe.record import iso_now
 from extensions.pipeline.context import RequestContext, Result
+from extensions.pipeline.errors import GatewayError, UpstreamFailed
 
 DIRECT = "DIRECT"  # the action of a request that named a model, not a router
 NO_CACHE = "NONE"  # the cache outcome of a request the cache never saw
@@ -19,6 +20,13 @@ NO_CACHE = "NONE"  # the cache outcome of a request the cache never saw
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
+
+
+def _error(error: GatewayError) -> dict[str, str]:
+    """``source``: ``upstream`` when the model call failed (after LiteLLM's retries and
+    fallbacks), else ``gateway`` (a refusal or the gateway's own failure)."""
+    source = "upstream" if isinstance(error, UpstreamFailed) else "gateway"
+    return {"type": error.type, "message": error.message[:300], "source": source}
 
 
 def build_record(
@@ -72,7 +80,7 @@ def build_record(
         "saved_usd": round(ctx.saved_usd, 10),
         "status": result.status,
         "admitted": ctx.admission is not None,  # counted in usage, limits and budgets
-        "error": {"type": error.type, "message": error.message[:300]} if error else None,
+        "error": _error(error) if error else None,
         "generation": ctx.generation,
     }
     if routing is not None and routing.handoff_id:

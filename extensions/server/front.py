@@ -286,6 +286,12 @@ class GatewayFront:
             if observer.metrics is not None and handoffs is not None:
                 counts = {sink: dataclasses.asdict(c) for sink, c in handoffs.counters.items()}
                 observer.metrics.handoff_counts(counts)
+            budgets = parts.pipeline.gatekeeper.budgets
+            if observer.metrics is not None and budgets is not None:
+                try:
+                    observer.metrics.budgets(await budgets.remaining())
+                except Exception:  # fail-open: the page without fresh budget gauges
+                    logger.warning("budgets for /metrics failed", exc_info=True)
             page = await observer.exposition()
             await send_bytes(
                 send,
@@ -296,9 +302,13 @@ class GatewayFront:
             )
             return
         window = (query.get("window") or ["hour"])[0]
-        await send_json(
-            send, 200, await observer.dashboard_data(window), {"cache-control": "no-store"}
-        )
+        data = await observer.dashboard_data(window)
+        try:  # today's usage and what is left of each budget (the keys and teams tables)
+            data["usage"] = await parts.usage_report(None)
+        except Exception:  # fail-open: the charts without the budgets
+            logger.warning("usage for the dashboard failed", exc_info=True)
+            data["usage"] = None
+        await send_json(send, 200, data, {"cache-control": "no-store"})
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         """LiteLLM's realtime (websocket) routes: the master key only."""

@@ -186,7 +186,13 @@ async def test_budgets_usage_timeline_and_stream_on_the_cluster(
     await timeline.add({minute: {"n": 2, "err": 1}, minute - 1: {"n": 1}})
     await timeline.add({minute: {"n": 1}})
     expected = {minute - 1: {"n": 1.0}, minute: {"n": 3.0, "err": 1.0}}
-    assert await timeline.read([minute - 1, minute, minute + 1]) == expected
+    assert await timeline.read(1, [minute - 1, minute, minute + 1]) == expected
+    five: dict[int, dict[str, float]] = {}
+    for m, fields in expected.items():
+        for name, value in fields.items():
+            five.setdefault(m // 5, {}).setdefault(name, 0.0)
+            five[m // 5][name] += value
+    assert await timeline.read(5, sorted(five)) == five
 
     sink = RedisStreamHandoffSink(redis_cluster.url, "gateway:handoffs", max_len=1000)
     await sink.deliver({"id": "handoff-1", "queue": "billing"})

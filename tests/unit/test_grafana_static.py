@@ -33,7 +33,9 @@ PROMETHEUS: dict[str, Any] = yaml.safe_load((DEPLOY / "prometheus/prometheus.yml
 COUNTERS = frozenset({
     "gateway_requests", "gateway_intents", "gateway_cache_lookups", "gateway_tokens",
     "gateway_cost_usd", "gateway_savings_usd", "gateway_upstream_errors", "gateway_fallbacks",
-    "gateway_config_reloads", "gateway_pii_requests",
+    "gateway_config_reloads", "gateway_pii_requests", "gateway_served_requests", "gateway_errors",
+    "gateway_key_requests", "gateway_key_cost_usd", "gateway_intent_cost_usd",
+    "gateway_intent_savings_usd", "gateway_degraded_requests",
 })  # fmt: skip
 HISTOGRAMS = frozenset({
     "gateway_request_duration_seconds", "gateway_overhead_duration_seconds",
@@ -42,7 +44,7 @@ HISTOGRAMS = frozenset({
 })  # fmt: skip
 GAUGES = frozenset({
     "gateway_redis_up", "gateway_event_loop_max_lag_seconds", "gateway_config_generation",
-    "gateway_handoff_records",
+    "gateway_handoff_records", "gateway_budget_usd",
 })  # fmt: skip
 METRIC_NAMES = COUNTERS | HISTOGRAMS | GAUGES
 SUFFIXES = ("_total", "_bucket", "_sum", "_count")
@@ -63,6 +65,23 @@ REQUIRED_PANELS = {
     "Redis up": "gateway_redis_up",
     "Event-loop lag": "gateway_event_loop_max_lag_seconds",
     "Config reloads": "gateway_config_reloads_total",
+    "Requests/s by model group": "gateway_served_requests_total",
+    "Requests/s by deployment": "gateway_served_requests_total",
+    "Requests/s by provider": "gateway_served_requests_total",
+    "Tokens/s by deployment": "gateway_tokens_total",
+    "Spend $/h by deployment": "gateway_cost_usd_total",
+    "Upstream latency p95 by deployment": "gateway_upstream_duration_seconds_bucket",
+    "Errors/s by class": "gateway_errors_total",
+    "429s: gateway limits vs upstream cooldowns": "gateway_errors_total",
+    "Errors by status and type (time range)": "gateway_errors_total",
+    "Cache hits/s: exact vs semantic": "gateway_cache_lookups_total",
+    "Requests/s by key": "gateway_key_requests_total",
+    "Spend by key (time range)": "gateway_key_cost_usd_total",
+    "Budget spent (share)": "gateway_budget_usd",
+    "Spend $/h by intent": "gateway_intent_cost_usd_total",
+    "Savings $/h by intent": "gateway_intent_savings_usd_total",
+    "Degraded answers/s": "gateway_degraded_requests_total",
+    "PII found/s by kind": "gateway_pii_requests_total",
 }
 KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and",
             "or", "unless", "offset"}  # fmt: skip
@@ -254,3 +273,20 @@ def test_grafana_password_must_be_set() -> None:
 
 def test_the_lists_above_are_the_registered_metrics() -> None:
     assert METRIC_NAMES == REGISTERED
+
+
+def test_panels_group_only_by_labels_the_metrics_have() -> None:
+    """A ``by (...)`` label that a metric does not have silently draws one flat series."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.metrics import MetricWrapperBase
+
+    from extensions.observe.metrics import GatewayMetrics
+
+    metrics = GatewayMetrics(set(), CollectorRegistry())
+    wrappers = [m for m in vars(metrics).values() if isinstance(m, MetricWrapperBase)]
+    labels = {m._name: set(m._labelnames) for m in wrappers}
+    for title, expr in exprs():
+        have = set.intersection(*(labels[base_name(n)] for n in metric_names(expr)))
+        for group in re.findall(r"\bby \(([^)]*)\)", expr):
+            wanted = {g.strip() for g in group.split(",")} - {"le"}
+            assert wanted <= have, f"{title}: {wanted - have} not on {metric_names(expr)}"

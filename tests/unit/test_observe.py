@@ -1,5 +1,5 @@
 """Pure parts of observability: the log record, redaction, metrics from records, the
-dashboard's per-minute counters and percentiles, the log writer, the loop monitor,
+the log writer, the loop monitor (the dashboard's counters: test_dashboard_data.py),
 and the configuration errors of the ``observability`` section."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from extensions.config.errors import ConfigError
 from extensions.config.loader import load_gateway_config
+from extensions.observe.labels import Labels
 from extensions.observe.loop_monitor import LoopMonitor
 from extensions.observe.metrics import METRIC_NAMES, GatewayMetrics
 from extensions.observe.record import (
@@ -28,14 +29,6 @@ from extensions.observe.record import (
 )
 from extensions.observe.request_log import MAX_BATCH, RequestLog
 from extensions.observe.settings import ContentLogging, Redaction, RequestLogSettings
-from extensions.observe.timeline import (
-    MemoryTimeline,
-    TimelineRecorder,
-    increments,
-    latency_slot,
-    percentile_ms,
-    series,
-)
 
 pytestmark = pytest.mark.unit
 
@@ -93,6 +86,7 @@ def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
 def test_metrics_from_records() -> None:
     reg = CollectorRegistry()
     metrics = GatewayMetrics({"bot", "gpt"}, reg)
+    metrics.labels = Labels.of(["gpt"], {}, {"bot": ["billing"]}, {"app": "support"}, [])
     up = Upstream("gpt", "gpt-a", "openai", 10, 20, 0, 0.002, 50.0, fallbacks=1)
     metrics.observe(build_record(ROUTED, Who("app", "support"), 200, 60.0, up))
     hit = {"route": "gpt", "cache": {"outcome": "HIT_EXACT"}}
@@ -102,14 +96,15 @@ def test_metrics_from_records() -> None:
                   status="200") == 1  # fmt: skip
     assert sample(reg, "gateway_requests_total", route="other", action="DIRECT", cache="NONE",
                   status="403") == 1, "unknown names share one label value"  # fmt: skip
-    assert sample(reg, "gateway_tokens_total", model_group="gpt", type="completion") == 20
-    assert sample(reg, "gateway_cost_usd_total", team="support", model_group="gpt") == 0.002
+    served = {"model_group": "gpt", "deployment": "other", "provider": "other"}  # not configured
+    assert sample(reg, "gateway_tokens_total", **served, type="completion") == 20
+    assert sample(reg, "gateway_cost_usd_total", team="support", **served) == 0.002
     assert sample(reg, "gateway_savings_usd_total", team="support", source="cache") == 0.5
     assert sample(reg, "gateway_fallbacks_total", model_group="bot") == 1
     assert sample(reg, "gateway_intents_total", router="bot", intent="billing") == 1
     assert sample(reg, "gateway_cache_lookups_total", endpoint="chat", outcome="HIT_EXACT") == 1
     assert sample(reg, "gateway_classifier_duration_seconds_count", router="bot") == 1
-    assert sample(reg, "gateway_upstream_duration_seconds_sum", model_group="gpt") == 0.05
+    assert sample(reg, "gateway_upstream_duration_seconds_sum", **served) == 0.05
     metrics.lag(0.02)
     metrics.lag(0.01)
     assert sample(reg, "gateway_event_loop_max_lag_seconds") == 0.02
@@ -123,44 +118,6 @@ def test_every_metric_is_registered_under_its_documented_name() -> None:
              if line.startswith("# TYPE")]  # fmt: skip
     exposed = {n.removesuffix("_total") for n in types if not n.endswith("_created")}
     assert exposed == METRIC_NAMES
-
-
-def test_timeline_increments_and_series() -> None:
-    rec = {"action": "ROUTE", "cache": "HIT_SEMANTIC", "status": 200, "saved_usd": 0.1,
-           "cost_usd": 0.0, "team": "t", "latency_ms": {"total": 7.0}}  # fmt: skip
-    assert increments(rec) == {"n": 1, "a:ROUTE": 1, "c:HIT_SEMANTIC": 1, "saved": 0.1,
-                               f"l:{latency_slot(7.0)}": 1}  # fmt: skip
-    buckets = {
-        100: {"n": 2, "a:ROUTE": 2, "c:HIT_EXACT": 1, "c:MISS": 1, "s:t": 0.5, "l:0": 2},
-        101: {"n": 1, "a:REFUSE": 1, "c:BYPASS": 1, "err": 1, "l:3": 1},
-    }
-    data = series(buckets, 100, 2, 1)
-    first, second = data["points"]
-    assert first["cache_hit_rate"] == 0.5 and first["spend_by_team"] == {"t": 0.5}
-    assert second["cache_hit_rate"] is None, "BYPASS is not a lookup"
-    assert data["totals"] == {"requests": 3, "errors": 1, "saved_usd": 0.0, "spend_usd": 0.5}
-    merged = series(buckets, 100, 1, 2)["points"][0]
-    assert merged["requests"] == 3 and merged["by_action"] == {"ROUTE": 2, "REFUSE": 1}
-
-
-def test_percentiles_interpolate_within_a_slot() -> None:
-    assert percentile_ms({}, 0.5) is None
-    assert percentile_ms({0: 10}, 0.5) == 2.5  # slot 0 is 0-5 ms
-    assert percentile_ms({0: 5, 1: 5}, 0.9) == 9.0  # slot 1 is 5-10 ms
-    assert percentile_ms({12: 1}, 0.99) == 30000.0  # beyond the last bound
-
-
-async def test_recorder_flushes_into_the_store() -> None:
-    store = MemoryTimeline()
-    recorder = TimelineRecorder(store)
-    now = time.time()
-    recorder.add({"action": "ROUTE", "cache": "MISS", "status": 200}, now)
-    recorder.add({"action": "ROUTE", "cache": "MISS", "status": 500}, now)
-    minute = int(now) // 60
-    assert await store.read([minute]) == {}
-    await recorder.flush()
-    got = (await store.read([minute]))[minute]
-    assert got["n"] == 2 and got["err"] == 1 and got["a:ROUTE"] == 2
 
 
 def test_request_log_writes_json_lines_off_the_caller(tmp_path: Path) -> None:
