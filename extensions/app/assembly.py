@@ -158,15 +158,15 @@ def build_limits(
 
 
 def build_auditor(config: GatewayConfig, cache: RequestCache | None,
-                  encoder: BatchingEncoder | None, upstream: Upstream,
-                  previous: Parts | None) -> Auditor | None:  # fmt: skip
+                  encoder: BatchingEncoder | None, upstream: Upstream, previous: Parts | None,
+                  metrics: GatewayMetrics | None) -> Auditor | None:  # fmt: skip
     """The audit of served semantic hits; kept across a reload that kept the cache."""
     settings = config.cache.semantic.audit
     if cache is None or encoder is None or not settings.enabled:
         return None
     if previous is not None and previous.cache is cache and previous.pipeline.auditor is not None:
         return previous.pipeline.auditor
-    return Auditor(settings, cache.cache, encoder, upstream)
+    return Auditor(settings, cache.cache, encoder, upstream, metrics.audit if metrics else None)
 
 
 @dataclass
@@ -295,7 +295,7 @@ def build_gateway(
         inflight=inflight,
         routers=frozenset(config.routers),
         guard=Guard(config.guardrails) if config.guardrails.routes else None,
-        auditor=build_auditor(config, cache, encoder, upstream, previous),
+        auditor=build_auditor(config, cache, encoder, upstream, previous, metrics),
         headers_enabled=config.response_headers.enabled,
     )
     settings = config.observability

@@ -47,7 +47,8 @@ METRIC_NAMES = frozenset({
     "gateway_config_generation", "gateway_pii_requests", "gateway_handoff_records",
     "gateway_served_requests", "gateway_errors", "gateway_key_requests", "gateway_key_cost_usd",
     "gateway_intent_cost_usd", "gateway_intent_savings_usd", "gateway_degraded_requests",
-    "gateway_budget_usd",
+    "gateway_budget_usd", "gateway_prompt_cache_usd", "gateway_cache_audits",
+    "gateway_cache_audit_cost_usd", "gateway_cache_audit_precision",
 })  # fmt: skip
 SERVED = ["model_group", "deployment", "provider"]  # who answered: labels of several metrics
 REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -163,6 +164,16 @@ class GatewayMetrics:
         self.handoffs = Gauge("gateway_handoff_records", "Handoff records by sink and state",
                               ["sink", "state"], registry=r,
                               multiprocess_mode="livesum")  # fmt: skip
+        self.prompt_cache = Counter("gateway_prompt_cache_usd",
+                                    "Provider prompt caching: saved on cached input, storage fees",
+                                    ["model_group", "kind"], registry=r)  # fmt: skip
+        self.audits = Counter("gateway_cache_audits", "Audited semantic hits, by result",
+                              ["result"], registry=r)  # fmt: skip
+        self.audit_cost = Counter("gateway_cache_audit_cost_usd",
+                                  "What the audits' model calls cost", registry=r)  # fmt: skip
+        self.audit_precision = Gauge("gateway_cache_audit_precision",
+                                     "Share of the last audits of served semantic hits that passed",
+                                     registry=r, multiprocess_mode="liveall")  # fmt: skip
         self._max_lag = 0.0
         self._children: dict[tuple[str, tuple[str, ...]], Any] = {}
 
@@ -249,6 +260,21 @@ class GatewayMetrics:
                 self._child(
                     self.pii, pick(PII_ACTIONS, pii.get("action")), pick(PII_KINDS, kind)
                 ).inc()
+        prompt_cache = record.get("prompt_cache")
+        if isinstance(prompt_cache, Mapping):
+            group = labels.group(record.get("model_group"))
+            for kind, field in (("saved", "saved_usd"), ("storage", "storage_usd")):
+                amount = float(prompt_cache.get(field) or 0.0)
+                if amount:
+                    self._child(self.prompt_cache, group, kind).inc(amount)
+
+    def audit(self, result: str, cost_usd: float, precision: float | None) -> None:
+        """One audit of a served semantic hit (``pass``, ``fail``, ``error``)."""
+        self._child(self.audits, result).inc()
+        if cost_usd:
+            self.audit_cost.inc(cost_usd)
+        if precision is not None:
+            self.audit_precision.set(precision)
 
     def budgets(self, remaining: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> None:
         """Set the budget gauges from ``Budgets.remaining()`` (subject -> period -> amounts)."""

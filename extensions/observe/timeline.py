@@ -79,8 +79,8 @@ def error_class(status: int, kind: str, source: str) -> str:
     return "gateway_error" if status >= 500 else "client_error"
 
 
-METRICS = ("n", "err", "usd", "tin", "tout", "saved", "dg", "fb")
-N, ERR, USD, TIN, TOUT, SAVED, DG, FB = range(len(METRICS))
+METRICS = ("n", "err", "usd", "tin", "tout", "saved", "dg", "fb", "ctok", "csav", "csto")
+N, ERR, USD, TIN, TOUT, SAVED, DG, FB, CTOK, CSAV, CSTO = range(len(METRICS))
 SLOT = len(METRICS)  # names[SLOT + i]: latency slot i
 
 
@@ -92,7 +92,7 @@ def names_of(dim: str, value: str) -> tuple[str, ...]:
 
 
 Signature = tuple[Any, ...]  # what a request was, in bounded labels (see ``signature``)
-SUMS = 6  # n, usd, saved, tin, tout, fb: what requests of one signature add up
+SUMS = 9  # n, usd, saved, tin, tout, fb and the provider prompt cache's tokens, saved, storage
 
 
 def signature(record: Mapping[str, Any], labels: Labels) -> tuple[Signature, tuple[float, ...]]:
@@ -145,12 +145,17 @@ def signature(record: Mapping[str, Any], labels: Labels) -> tuple[Signature, tup
         if pii and isinstance(pii, Mapping)
         else None,
     )
+    prompt_cache = record.get("prompt_cache")
+    cache = prompt_cache if isinstance(prompt_cache, Mapping) else {}
     amounts = (
         float(record.get("cost_usd") or 0.0),
         float(record.get("saved_usd") or 0.0),
         float(tokens.get("prompt") or 0),
         float(tokens.get("completion") or 0),
         float(fallbacks),
+        float(cache.get("read_tokens") or 0),
+        float(cache.get("saved_usd") or 0.0),
+        float(cache.get("storage_usd") or 0.0),
     )
     return sig, amounts
 
@@ -158,12 +163,13 @@ def signature(record: Mapping[str, Any], labels: Labels) -> tuple[Signature, tup
 def expand(into: defaultdict[str, float], sig: Signature, sums: list[float]) -> None:
     """Add the fields of ``sums[0]`` requests of one signature to ``into``."""
     action, cache, slot, served, key, team, intent, error, attempts, route, rung, pii = sig
-    n, usd, saved, tin, tout, fb = sums
+    n, usd, saved, tin, tout, fb, ctok, csav, csto = sums
     dims = [names_of("T", ALL)]
     if served is not None:
         dims += [names_of("G", served[0]), names_of("D", served[1]), names_of("P", served[2])]
     for names in dims:
-        for i, amount in ((N, n), (ERR, n if error else 0), (USD, usd), (TIN, tin), (TOUT, tout)):
+        for i, amount in ((N, n), (ERR, n if error else 0), (USD, usd), (TIN, tin), (TOUT, tout),
+                          (CTOK, ctok), (CSAV, csav), (CSTO, csto)):  # fmt: skip
             if amount:
                 into[names[i]] += amount
         if slot is not None:

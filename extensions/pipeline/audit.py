@@ -70,14 +70,14 @@ class Auditor:
         cache: ResponseCache,
         encoder: Encoder,
         upstream: Upstream,
-        on_result: Callable[[str, float], None] | None = None,
+        on_result: Callable[[str, float, float | None], None] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
         self.cache = cache
         self.encoder = encoder
         self.upstream = upstream
-        self.on_result = on_result  # (result, cost) for the metrics
+        self.on_result = on_result  # (result, cost, precision) for the metrics
         self.rng = rng or random.Random()
         self.counters = AuditCounters(recent=deque(maxlen=settings.window))
         self._queue: asyncio.Queue[AuditCase] | None = None
@@ -142,7 +142,20 @@ class Auditor:
 
     def _report(self, result: str, cost: float) -> None:
         if self.on_result is not None:
-            self.on_result(result, cost)
+            self.on_result(result, cost, self.counters.precision)
+
+    def summary(self) -> dict[str, Any]:
+        """This worker's audits, for the dashboard."""
+        c = self.counters
+        return {
+            "audited": c.passed + c.failed,
+            "passed": c.passed,
+            "failed": c.failed,
+            "errors": c.errors,
+            "skipped": c.skipped,
+            "precision": c.precision,
+            "cost_usd": round(c.cost_usd, 8),
+        }
 
     def _line(self, case: AuditCase, agreement: float, passed: bool, cost: float) -> dict[str, Any]:
         return {

@@ -308,6 +308,8 @@ class GatewayFront:
         except Exception:  # fail-open: the charts without the budgets
             logger.warning("usage for the dashboard failed", exc_info=True)
             data["usage"] = None
+        auditor = parts.pipeline.auditor
+        data["audit"] = auditor.summary() if auditor is not None else None  # this worker's
         await send_json(send, 200, data, {"cache-control": "no-store"})
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -490,3 +490,19 @@ def test_metrics_break_down_by_who_served_errors_keys_and_intents() -> None:
         {"key:app": {"daily": {"budget_usd": 1.0, "spent_usd": 0.25, "left_usd": 0.75}}}
     )
     assert value("gateway_budget_usd", subject="key:app", period="daily", amount="left") == 0.75
+
+
+def test_provider_prompt_caching_is_summed_per_model_group() -> None:
+    cached = {"read_tokens": 1500, "write_tokens": 0, "saved_usd": 0.003, "storage_usd": 0.0}
+    stored = {"read_tokens": 0, "write_tokens": 2000, "saved_usd": 0.0, "storage_usd": 0.002}
+    data = breakdowns(
+        fields_of([record(prompt_cache=cached), record(prompt_cache=stored), record()]), LABELS.keys
+    )
+    t = data["totals"]
+    assert (t["cached_tokens"], t["prompt_cache_saved_usd"], t["storage_usd"]) == (
+        1500,
+        0.003,
+        0.002,
+    )
+    [group] = data["model_groups"]
+    assert (group["name"], group["cached_tokens"], group["storage_usd"]) == ("gpt-sim", 1500, 0.002)

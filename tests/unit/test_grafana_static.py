@@ -35,7 +35,8 @@ COUNTERS = frozenset({
     "gateway_cost_usd", "gateway_savings_usd", "gateway_upstream_errors", "gateway_fallbacks",
     "gateway_config_reloads", "gateway_pii_requests", "gateway_served_requests", "gateway_errors",
     "gateway_key_requests", "gateway_key_cost_usd", "gateway_intent_cost_usd",
-    "gateway_intent_savings_usd", "gateway_degraded_requests",
+    "gateway_intent_savings_usd", "gateway_degraded_requests", "gateway_prompt_cache_usd",
+    "gateway_cache_audits", "gateway_cache_audit_cost_usd",
 })  # fmt: skip
 HISTOGRAMS = frozenset({
     "gateway_request_duration_seconds", "gateway_overhead_duration_seconds",
@@ -44,7 +45,7 @@ HISTOGRAMS = frozenset({
 })  # fmt: skip
 GAUGES = frozenset({
     "gateway_redis_up", "gateway_event_loop_max_lag_seconds", "gateway_config_generation",
-    "gateway_handoff_records", "gateway_budget_usd",
+    "gateway_handoff_records", "gateway_budget_usd", "gateway_cache_audit_precision",
 })  # fmt: skip
 METRIC_NAMES = COUNTERS | HISTOGRAMS | GAUGES
 SUFFIXES = ("_total", "_bucket", "_sum", "_count")
@@ -82,6 +83,8 @@ REQUIRED_PANELS = {
     "Savings $/h by intent": "gateway_intent_savings_usd_total",
     "Degraded answers/s": "gateway_degraded_requests_total",
     "PII found/s by kind": "gateway_pii_requests_total",
+    "Prompt cache $/h by model group": "gateway_prompt_cache_usd_total",
+    "Audited semantic hits": "gateway_cache_audits_total",
 }
 KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and",
             "or", "unless", "offset"}  # fmt: skip
