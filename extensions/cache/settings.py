@@ -53,12 +53,26 @@ class Verification(StrictModel):
     word_order: bool = True  # "Messi better than Ronaldo" vs "Ronaldo better than Messi"
 
 
+class VerifierKind(StrEnum):
+    RULES = "rules"  # the ``verification`` checks alone
+    LEARNED = "learned"  # a small pair classifier (``model``), plus the enabled checks
+
+
+class Verifier(StrictModel):
+    """What decides whether a candidate above the threshold really asks the same question."""
+
+    kind: VerifierKind = VerifierKind.RULES
+    model: str = "builtin:qqp-pair-mlp"  # learned: a builtin name or a .npz path
+    min_probability: float = Field(0.9, ge=0.0, le=1.0)  # learned: P(same question) needed
+
+
 class SemanticCache(StrictModel):
     enabled: bool = True
     mode: SemanticMode = SemanticMode.SERVE
     threshold: float = Field(0.95, ge=0.0, le=1.0)
     candidates: int = Field(4, ge=1, le=50)
     verification: Verification = Verification()
+    verifier: Verifier = Verifier()
 
 
 class EmbeddingsCache(StrictModel):
