@@ -47,6 +47,7 @@ __all__ = ["Pair", "PairsError", "read_pairs"]
 
 GRID = tuple(round(0.70 + 0.01 * i, 2) for i in range(30))  # thresholds 0.70 .. 0.99
 SCORE_GRID = tuple(round(0.50 + 0.01 * i, 2) for i in range(50))  # min. scores 0.50 .. 0.99
+FLOOR_GRID = (0.80, 0.85, 0.88, 0.90, 0.92, 0.94)  # thresholds swept with the scores
 Encode = Callable[[list[str]], Vectors]
 
 

@@ -16,11 +16,17 @@ from typing import Any
 import numpy as np
 
 from extensions.cache import calibrate as cal
+from extensions.cache.pair_features import FEATURES_VERSION
 from extensions.cache.pair_model import PairModelError
 from extensions.cache.pairs import Pair, PairsError, read_pairs
 from extensions.cache.per_intent import per_group, yaml_snippet
 from extensions.cache.settings import CacheSettings, VerifierKind
-from extensions.cache.verifiers import CandidateVerifier, LearnedVerifier, build_verifier
+from extensions.cache.verifiers import (
+    CandidateVerifier,
+    LearnedVerifier,
+    RulesVerifier,
+    build_verifier,
+)
 from extensions.config.loader import load_gateway_config
 from extensions.embedding.encoder import BatchingEncoder, Vectors, sentence_encoder
 from extensions.embedding.settings import Embedding
@@ -70,16 +76,17 @@ def _settings(config_cache: CacheSettings, args: argparse.Namespace) -> CacheSet
 
 
 def _operating_points(
-    args: argparse.Namespace, settings: CacheSettings, verifier: CandidateVerifier
+    args: argparse.Namespace, settings: CacheSettings, min_score: float
 ) -> list[tuple[float, float]]:
     threshold = args.threshold if args.threshold is not None else settings.semantic.threshold
-    threshold, min_score = round(threshold, 4), round(verifier.min_score, 4)
+    threshold, min_score = round(threshold, 4), round(min_score, 4)
     if args.target_precision is None:
         return [(threshold, min_score)]
     learned = settings.semantic.verifier.kind is VerifierKind.LEARNED
     sweep = args.sweep or ("score" if learned else "threshold")
     if sweep == "score":
-        return [(threshold, s) for s in sorted({*cal.SCORE_GRID, min_score})]
+        floors = sorted({*cal.FLOOR_GRID, threshold})
+        return [(t, s) for t in floors for s in sorted({*cal.SCORE_GRID, min_score})]
     return [(t, min_score) for t in sorted({*cal.GRID, threshold})]
 
 
@@ -122,14 +129,19 @@ def calibrate_cache(args: argparse.Namespace) -> int:
     if args.model:
         embedding = embedding.model_copy(update={"model": args.model})
     settings = _settings(config.cache, args)
-    try:
-        verifier = build_verifier(settings.semantic)
-    except PairModelError as exc:
-        return _fail("calibrate-cache", str(exc))
-    points = _operating_points(args, settings, verifier)
+    learned = settings.semantic.verifier.kind is VerifierKind.LEARNED
+    min_score = settings.semantic.verifier.min_probability if learned else RulesVerifier.min_score
+    points = _operating_points(args, settings, min_score)
     floor = min(t for t, _ in points)
+    if args.folds:  # a verifier per fold, trained here
+        described: dict[str, Any] = {"name": settings.semantic.verifier.kind.value}
+    else:
+        try:
+            verifier = build_verifier(settings.semantic)
+        except PairModelError as exc:
+            return _fail("calibrate-cache", str(exc))
+        described = verifier.describe()
     texts = _embed(pairs, embedding)
-    described = verifier.describe()
     if args.folds:
         evidence = cal.cross_validated(
             pairs,
@@ -141,13 +153,17 @@ def calibrate_cache(args: argparse.Namespace) -> int:
             args.seed,
             print,
         )
-        if settings.semantic.verifier.kind is VerifierKind.LEARNED:
+        if learned:
             described = {
-                **described,
+                "name": "learned",
                 "model": f"trained per fold on {args.folds - 1}/{args.folds} of the pairs",
-                "sha256_16": None,
-                "card": None,
+                "features": FEATURES_VERSION,
+                "with_embeddings": not args.no_embeddings,
+                "min_probability": min_score,
+                "checks": settings.semantic.verification.model_dump(),
             }
+        else:
+            described = RulesVerifier(settings.semantic.verification).describe()
     else:
         card = described.get("card") or {}
         if card.get("trained_on_sha256_16") == _file_sha(args.pairs):
@@ -161,9 +177,7 @@ def calibrate_cache(args: argparse.Namespace) -> int:
         f"{len(pairs)} pairs from {args.pairs}, encoder {embedding.model}, verifier "
         f"{described['name']}" + (f", {args.folds}-fold" if args.folds else "")
     )
-    print(cal.table(found))
-    default = points[0] if len(points) == 1 else None
-    chosen = found[0] if default else _chosen(found, settings, verifier, args)
+    chosen = found[0] if len(points) == 1 else _chosen(found, settings, min_score, args)
     extra: dict[str, Any] = {
         "pairs": len(pairs),
         "source": str(args.pairs),
@@ -186,6 +200,7 @@ def calibrate_cache(args: argparse.Namespace) -> int:
                 f"recommended for precision >= {args.target_precision}: threshold "
                 f"{best.threshold:.2f}, min score {best.min_score:.2f}"
             )
+    print(cal.table([p for p in found if p.threshold == chosen.threshold]))
     ci = cal.confidence(evidence, chosen, args.bootstrap, args.seed)
     extra["ci95"] = ci
     extra["bootstrap"] = {"resamples": args.bootstrap, "seed": args.seed, "unit": "query"}
@@ -200,13 +215,10 @@ def calibrate_cache(args: argparse.Namespace) -> int:
 
 
 def _chosen(
-    found: list[cal.Point],
-    settings: CacheSettings,
-    verifier: CandidateVerifier,
-    args: argparse.Namespace,
+    found: list[cal.Point], settings: CacheSettings, min_score: float, args: argparse.Namespace
 ) -> cal.Point:
     threshold = args.threshold if args.threshold is not None else settings.semantic.threshold
-    key = (round(threshold, 4), round(verifier.min_score, 4))
+    key = (round(threshold, 4), round(min_score, 4))
     return next(p for p in found if (p.threshold, p.min_score) == key)
 
 

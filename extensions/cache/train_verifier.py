@@ -43,12 +43,14 @@ def fit(
     x = feature_rows(pairs, vectors, idf, with_embeddings)
     y = np.array([p.label for p in pairs])
     mean = x.mean(axis=0)
-    scale = x.std(axis=0) + 1e-6
+    # a floor on the scale: a feature (nearly) constant in training must not blow up
+    # on the small differences serving brings (vectors stored in half precision)
+    scale = np.maximum(x.std(axis=0), 1e-3)
     mlp = MLPClassifier(
         hidden_layer_sizes=(hidden,),
         alpha=alpha,
-        max_iter=60,
-        early_stopping=True,
+        max_iter=60 if len(pairs) >= 200 else 300,
+        early_stopping=len(pairs) >= 200,  # a held-back tenth needs enough pairs to mean much
         random_state=seed,
     )
     mlp.fit((x - mean) / scale, y)
