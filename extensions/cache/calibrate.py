@@ -73,6 +73,7 @@ class Trial:
     answerable: bool
     options: tuple[Option, ...]  # most similar first
     lookup_ms: float
+    paraphrase: bool = False  # a labelled duplicate is stored, its own text is not
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +107,7 @@ class Point:
     sim_recall: float
     sim_precision_lower_bound: float
     sim_unjudged_share: float  # hits on pairs with no label
+    paraphrase_served: float = 0.0  # of the paraphrase trials, served a right answer
 
 
 def _ratio(a: float, b: float) -> float:
@@ -167,8 +169,15 @@ async def simulate(
             return Status.WRONG if a in different.get(b, ()) else Status.UNJUDGED
 
         options = tuple(Option(c.similarity, c.verdict, status(c.entry.query)) for c in found.found)
-        answerable = bool(duplicates.get(b)) or normalise(b) in stored
-        out.append(Trial(answerable, options, elapsed))
+        own = normalise(b) in stored
+        out.append(
+            Trial(
+                bool(duplicates.get(b)) or own,
+                options,
+                elapsed,
+                bool(duplicates.get(b)) and not own,
+            )
+        )
     return out
 
 
@@ -226,6 +235,7 @@ def evaluate(evidence: Evidence, points: Sequence[tuple[float, float]]) -> list[
     labels = np.array([s.label for s in evidence.scored], dtype=bool)
     cosine = np.array([s.cosine for s in evidence.scored])
     answerable = sum(t.answerable for t in evidence.trials)
+    paraphrase = np.array([t.paraphrase for t in evidence.trials], dtype=bool)
     result = []
     for threshold, min_score in points:
         raw = cosine >= threshold
@@ -248,6 +258,9 @@ def evaluate(evidence: Evidence, points: Sequence[tuple[float, float]]) -> list[
                 sim_recall=_ratio(right, answerable),
                 sim_precision_lower_bound=_ratio(right, hits),
                 sim_unjudged_share=_ratio(hits - right - wrong, hits),
+                paraphrase_served=_ratio(
+                    int((served[paraphrase] == Status.RIGHT).sum()), int(paraphrase.sum())
+                ),
             )
         )
     return result
@@ -256,18 +269,20 @@ def evaluate(evidence: Evidence, points: Sequence[tuple[float, float]]) -> list[
 def confidence(
     evidence: Evidence, point: Point, resamples: int = 1000, seed: int = 0
 ) -> dict[str, list[float]]:
-    """Bootstrap 95% intervals of the simulation's precision, recall and hit rate
-    (looked-up questions resampled with replacement; seeded)."""
+    """Bootstrap 95% intervals of the simulation's precision, recall, hit rate and share of
+    paraphrases served (looked-up questions resampled with replacement; seeded)."""
     served = outcomes(evidence.trials, point.threshold, point.min_score)
     right = (served == Status.RIGHT).astype(float)
     judged = right + (served == Status.WRONG)
     ones = np.ones(len(served))
     answerable = np.array([t.answerable for t in evidence.trials], dtype=float)
+    paraphrase = np.array([t.paraphrase for t in evidence.trials], dtype=float)
     found = intervals(
         {
             "sim_precision": (right, judged),
             "sim_recall": (right, answerable),
             "sim_hit_rate": ((served != 2).astype(float), ones),
+            "paraphrase_served": (right * paraphrase, paraphrase),
         },
         resamples,
         seed,

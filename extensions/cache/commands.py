@@ -230,7 +230,8 @@ def _summary(p: cal.Point, ci: dict[str, list[float]], ms: dict[str, float]) -> 
     return (
         f"at threshold {p.threshold:.2f}, min score {p.min_score:.2f}: cache precision "
         f"{p.sim_precision:.3f} {span('sim_precision')}, duplicate recall {p.sim_recall:.3f} "
-        f"{span('sim_recall')}, hit rate {p.sim_hit_rate:.3f} {span('sim_hit_rate')} "
+        f"{span('sim_recall')}, hit rate {p.sim_hit_rate:.3f} {span('sim_hit_rate')}, "
+        f"paraphrases served {p.paraphrase_served:.3f} {span('paraphrase_served')} "
         f"(bootstrap 95%); lookup + verification p50 {ms.get('p50', 0):.2f} ms, "
         f"p95 {ms.get('p95', 0):.2f} ms"
     )
