@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from pathlib import Path
 
 from pydantic import Field, model_validator
 
@@ -64,6 +65,13 @@ class Verifier(StrictModel):
     kind: VerifierKind = VerifierKind.RULES
     model: str = "builtin:qqp-pair-mlp"  # learned: a builtin name or a .npz path
     min_probability: float = Field(0.9, ge=0.0, le=1.0)  # learned: P(same question) needed
+
+    @model_validator(mode="after")
+    def _model_exists(self) -> Verifier:
+        on_disk = self.kind is VerifierKind.LEARNED and not self.model.startswith("builtin:")
+        if on_disk and not Path(self.model).expanduser().is_file():
+            raise ValueError(f"model {self.model!r}: no such file")
+        return self
 
 
 class SemanticCache(StrictModel):

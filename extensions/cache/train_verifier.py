@@ -9,7 +9,13 @@ from typing import Any
 import numpy as np
 
 from extensions.cache.folds import LabelledPair
-from extensions.cache.pair_features import FEATURES_VERSION, Idf, pair_vector, side
+from extensions.cache.pair_features import (
+    FEATURES_VERSION,
+    LEXICAL_NAMES,
+    Idf,
+    pair_vector,
+    side,
+)
 from extensions.cache.pair_model import PairModel
 from extensions.embedding.encoder import Vectors
 
@@ -42,10 +48,16 @@ def fit(
     idf = Idf.fit(t for p in pairs for t in (p.a, p.b))
     x = feature_rows(pairs, vectors, idf, with_embeddings)
     y = np.array([p.label for p in pairs])
-    mean = x.mean(axis=0)
+    # the lexical features are standardised; the embedding features (|u-v|, u*v: hundreds
+    # of small values) are left as they are, which keeps their weight in the model small:
+    # standardised, they made it over-confident (5-fold on qqp_dev: recall at 95%
+    # precision fell from 0.32 to 0.27 at threshold 0.90)
+    n = len(LEXICAL_NAMES)
+    mean = np.zeros(x.shape[1])
+    scale = np.ones(x.shape[1])
+    mean[:n] = x[:, :n].mean(axis=0)
     # a floor on the scale: a feature (nearly) constant in training must not blow up
-    # on the small differences serving brings (vectors stored in half precision)
-    scale = np.maximum(x.std(axis=0), 1e-3)
+    scale[:n] = np.maximum(x[:, :n].std(axis=0), 1e-3)
     mlp = MLPClassifier(
         hidden_layer_sizes=(hidden,),
         alpha=alpha,

@@ -127,7 +127,8 @@ def test_confidence_intervals_are_seeded_and_bracket_the_estimate() -> None:
 def encode_with(vectors: dict[str, list[float]]) -> Callable[[list[str]], np.ndarray]:
     def encode(texts: list[str]) -> np.ndarray:
         out = np.array([vectors[t] for t in texts], dtype=np.float32)
-        return out / np.linalg.norm(out, axis=1, keepdims=True)
+        normed: np.ndarray = out / np.linalg.norm(out, axis=1, keepdims=True)
+        return normed
 
     return encode
 

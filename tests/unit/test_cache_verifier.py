@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -42,8 +43,8 @@ def tiny_model(with_embeddings: bool = True) -> PairModel:
     (every text has the same vector, ``unit(0)``)."""
     words = ["paris", "rome", "oslo", "lima", "kiev", "bern", "riga", "baku"]
     pairs, vectors = [], {}
-    for i, w in enumerate(words):
-        for j, x in enumerate(words):
+    for w in words:
+        for x in words:
             a, b = f"tell me about {w}", f"what about {x}"
             vectors[a], vectors[b] = unit(0), unit(0)  # the words decide, not the vectors
             pairs.append(Pair(a, b, int(w == x)))
@@ -160,7 +161,7 @@ async def test_lookup_with_learned_verifier_runs_off_the_event_loop(tmp_path: Pa
     threads: list[str] = []
     original = cache.verifier.verdicts
 
-    def spy(query: Question, cached: list[Question]) -> list[Verdict]:
+    def spy(query: Question, cached: Sequence[Question]) -> list[Verdict]:
         threads.append(threading.current_thread().name)
         return original(query, cached)
 
