@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from extensions.cache import pair_model
-from extensions.cache.pair_features import pair_vector, side
+from extensions.cache.pair_features import LEXICAL_NAMES, pair_vector, side
 from extensions.cache.settings import SemanticCache, Verification, VerifierKind
 from extensions.cache.verify import features, same_question
 from extensions.embedding.encoder import Vectors
@@ -91,6 +91,11 @@ class LearnedVerifier:
         self.min_score = min_score
         self.rules = RulesVerifier(checks)
         self.needs_vectors = model.with_embeddings
+        # the embedding size the model was trained on (None: it reads no embeddings)
+        self.dim = (len(model.mean) - len(LEXICAL_NAMES)) // 2 if model.with_embeddings else None
+
+    def _fits(self, *vectors: Vectors) -> bool:
+        return self.dim is None or all(v.size == self.dim for v in vectors)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -112,30 +117,40 @@ class LearnedVerifier:
                 continue
             if _same_text(query.text, c.text):
                 out[i] = Verdict(1.0)
-            elif query.vector is None or c.vector is None:
-                continue  # an entry stored without its embedding: the rules decide
+            elif query.vector is None or c.vector is None or not self._fits(c.vector, query.vector):
+                continue  # stored without its embedding, or another encoder's: the rules decide
             else:
                 where.append(i)
-                rows.append(
-                    pair_vector(
-                        mine,
-                        side(c.text),
-                        query.vector,
-                        c.vector,
-                        self.model.idf,
-                        self.model.with_embeddings,
-                    )
+                row = pair_vector(
+                    mine,
+                    side(c.text),
+                    query.vector,
+                    c.vector,
+                    self.model.idf,
+                    self.model.with_embeddings,
                 )
+                rows.append(row)
         if rows:
             for i, p in zip(where, self.model.probability(np.stack(rows)), strict=True):
                 out[i] = Verdict(float(p))
         return out
 
 
-def build_verifier(settings: SemanticCache) -> CandidateVerifier:
-    """The configured verifier; a learned model is read from disk here (start-up)."""
+def build_verifier(settings: SemanticCache, encoder: str | None = None) -> CandidateVerifier:
+    """The configured verifier; a learned model is read from disk here (start-up).
+
+    With ``encoder`` (gateway.yaml's ``embedding.model``), a model trained on another
+    encoder's embeddings is refused: its embedding features would mean nothing.
+    """
     if settings.verifier.kind is VerifierKind.LEARNED:
         model = pair_model.load(settings.verifier.model)
+        trained = model.card.get("encoder")
+        if encoder is not None and model.with_embeddings and trained not in (None, encoder):
+            raise pair_model.PairModelError(
+                f"cache.semantic.verifier.model {settings.verifier.model!r} was trained on "
+                f"{trained} embeddings, the gateway encodes with {encoder}: retrain it "
+                "(gateway train-cache-verifier) or use kind: rules"
+            )
         return LearnedVerifier(
             model, settings.verifier.model, settings.verifier.min_probability, settings.verification
         )

@@ -64,12 +64,14 @@ def test_default_threshold_operating_point(pairs_file: Path, tmp_path: Path) -> 
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     assert set(report) >= KEYS
-    assert report["threshold"] == 0.95  # config/gateway.yaml's cache.semantic.threshold
+    assert report["threshold"] == 0.94  # config/gateway.yaml's cache.semantic.threshold
     assert report["pairwise_precision"] == 1.0 and report["pairwise_recall"] == 1.0
     assert report["raw_precision"] < 1.0  # without verification the 2020/2021 pair hits
     assert report["sim_precision"] == 1.0 and report["sim_hit_rate"] == pytest.approx(2 / 5)
     assert len(report["grid"]) == 1
-    assert report["verifier"]["name"] == "rules" and report["min_score"] == 0.5
+    assert report["verifier"]["name"] == "learned" and report["min_score"] == 0.84
+    assert report["verifier"]["model"] == "builtin:qqp-pair-mlp"
+    assert report["verifier"]["card"]["trained_on"] == "qqp_dev.tsv"
     low, high = report["ci95"]["sim_precision"]
     assert low <= report["sim_precision"] <= high
     assert report["bootstrap"] == {"resamples": 1000, "seed": 0, "unit": "query"}
@@ -78,12 +80,21 @@ def test_default_threshold_operating_point(pairs_file: Path, tmp_path: Path) -> 
 
 def test_sweep_recommends_a_threshold(pairs_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "sweep.json"
-    proc = calibrate("--pairs", str(pairs_file), "--target-precision", "0.99", "--json", str(out))
+    proc = calibrate(
+        "--pairs",
+        str(pairs_file),
+        "--verifier",
+        "rules",
+        "--target-precision",
+        "0.99",
+        "--json",
+        str(out),
+    )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     assert report["recommended"] is not None and report["sim_precision"] >= 0.99
     assert len(report["grid"]) == 30
-    assert "recommended threshold for precision >= 0.99" in proc.stdout
+    assert "recommended for precision >= 0.99: threshold" in proc.stdout
 
 
 def test_bad_file_is_a_clear_error(tmp_path: Path) -> None:
