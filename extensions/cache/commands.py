@@ -166,7 +166,9 @@ def calibrate_cache(args: argparse.Namespace) -> int:
             described = RulesVerifier(settings.semantic.verification).describe()
     else:
         card = described.get("card") or {}
-        if card.get("trained_on_sha256_16") == _file_sha(args.pairs):
+        in_sample = card.get("trained_on_sha256_16") == _file_sha(args.pairs)
+        described = {**described, "in_sample": in_sample}
+        if in_sample:
             print(
                 "warning: the verifier was trained on these very pairs; use --folds K",
                 file=sys.stderr,
