@@ -63,7 +63,7 @@ class Verifier(StrictModel):
     """What decides whether a candidate above the threshold really asks the same question."""
 
     # learned, at min_probability 0.84 and threshold 0.94: 5-fold on qqp_dev, precision
-    # 0.952 at duplicate recall 0.327 (rules at 0.95: 0.952 at 0.317); docs/caching.md
+    # 0.952 at duplicate recall 0.327 (rules at 0.95: 0.952 at 0.316); docs/caching.md
     kind: VerifierKind = VerifierKind.LEARNED
     model: str = "builtin:qqp-pair-mlp"  # learned: a builtin name or a .npz path
     min_probability: float = Field(0.84, ge=0.0, le=1.0)  # learned: P(same question) needed
