@@ -115,6 +115,58 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--limit", type=int, help="only the first N pairs")
     cal.add_argument("--model", help="encoder (default: gateway.yaml's embedding.model)")
     cal.add_argument("--gateway-config", type=Path, default=DEFAULT_GATEWAY_CONFIG)
+    cal.add_argument(
+        "--verifier",
+        choices=["rules", "learned"],
+        help="default: cache.semantic.verifier.kind of gateway.yaml",
+    )
+    cal.add_argument("--verifier-model", help="learned: a builtin name or a .npz path")
+    cal.add_argument(
+        "--min-score",
+        type=float,
+        help="learned: the minimum P(same question) (default: gateway.yaml's)",
+    )
+    cal.add_argument(
+        "--sweep",
+        choices=["threshold", "score"],
+        help="what --target-precision sweeps (default: score for learned)",
+    )
+    cal.add_argument(
+        "--folds",
+        type=int,
+        default=0,
+        help="K question-disjoint folds: "
+        "train the learned verifier on K-1, measure on the held-out one",
+    )
+    cal.add_argument(
+        "--no-embeddings", action="store_true", help="with --folds: train on lexical features only"
+    )
+    cal.add_argument("--bootstrap", type=int, default=1000, help="resamples for the 95%% CIs")
+    cal.add_argument("--seed", type=int, default=0)
+    cal.add_argument(
+        "--by-intent",
+        action="store_true",
+        help="per-router/intent thresholds (pairs with router[, intent] columns)",
+    )
+    cal.add_argument("--min-pairs", type=int, default=20, help="--by-intent: fewest pairs")
+    cal.add_argument("--yaml-out", type=Path, help="--by-intent: write the YAML snippet here")
+    cal.add_argument(
+        "--answer-agreement",
+        type=float,
+        default=0.9,
+        help="shadow files: answer similarity that labels an unreviewed pair same",
+    )
+
+    tv = sub.add_parser(
+        "train-cache-verifier", help="train the semantic cache's learned verifier on labelled pairs"
+    )
+    tv.add_argument("--pairs", type=Path, required=True, help="TSV/CSV/YAML: text_a, text_b, label")
+    tv.add_argument("--out", type=Path, required=True, help="the .npz to write")
+    tv.add_argument("--data-licence", required=True, help="the training data's licence, recorded")
+    tv.add_argument("--no-embeddings", action="store_true", help="lexical features only")
+    tv.add_argument("--hidden", type=int, default=128)
+    tv.add_argument("--seed", type=int, default=0)
+    tv.add_argument("--gateway-config", type=Path, default=DEFAULT_GATEWAY_CONFIG)
 
     nk = sub.add_parser("new-key", help="make a gateway key and print its gateway.yaml entry")
     nk.add_argument("--alias", required=True)
@@ -195,6 +247,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from extensions.guard.commands import eval_pii
 
             return eval_pii(args)
+        if args.command == "train-cache-verifier":
+            from extensions.cache.commands import train_cache_verifier
+
+            return train_cache_verifier(args)
         if args.command == "finetune-router":
             from extensions.router.commands import finetune_router
 

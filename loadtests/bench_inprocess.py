@@ -66,7 +66,7 @@ async def run(queries: int, entries: int, gateway_yaml: Path, litellm_yaml: Path
     config = load_gateway_config(gateway_yaml, litellm_model_groups(litellm_yaml), os.environ)
     encoder = sentence_encoder(config.embedding)
     engine, _ = build_router(config, gateway_yaml.parent, encoder)
-    requests = build_cache(config, encoder, None)
+    requests = build_cache(config, encoder, None, gateway_yaml)
     build_s = time.perf_counter() - started
     out: dict[str, Any] = {"build_s": round(build_s, 1)}
 

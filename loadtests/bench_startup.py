@@ -134,7 +134,7 @@ def phases() -> dict[str, tuple[float, float]]:
     step("load the encoder (export cached)")
     build_router(config, DEFAULT_GATEWAY_CONFIG.parent, encoder)
     step("routers (heads cached)")
-    build_cache(config, encoder, None)
+    build_cache(config, encoder, None, DEFAULT_GATEWAY_CONFIG)
     step("cache (trains the cacheability head)")
     out["torch loaded"] = (float("torch" in sys.modules), 0.0)
     return out

@@ -61,17 +61,24 @@ def build_router(
 
 
 def build_cache(
-    config: GatewayConfig, encoder: BatchingEncoder | None, link: RedisLink | None
+    config: GatewayConfig, encoder: BatchingEncoder | None, link: RedisLink | None, source: Path
 ) -> RequestCache:
-    """The response cache on the configured tier (memory, or memory in front of Redis)."""
+    """The response cache on the configured tier (memory, or memory in front of Redis);
+    raises ``ConfigError`` naming ``source`` when the verifier's model cannot be used."""
     from extensions.cache.policy import NOT_CACHEABLE, CacheabilityClassifier
     from extensions.cache.service import ResponseCache
     from extensions.cache.settings import Tier
     from extensions.cache.store import MemoryStore, RedisStore, Store, TieredStore
+    from extensions.cache.pair_model import PairModelError
+    from extensions.cache.verifiers import build_verifier
     from extensions.cache.vectors import MemoryVectorIndex, RedisVectorIndex, VectorIndex
     from extensions.router.classifier import train_head
 
     settings = config.cache
+    try:
+        verifier = build_verifier(settings.semantic, config.embedding.model)
+    except PairModelError as exc:
+        raise ConfigError(source, [f"cache.semantic.verifier.model: {exc}"]) from exc
     memory = MemoryStore(settings.memory.max_entries, settings.memory.eviction)
     store: Store = memory
     index: VectorIndex | None = None
@@ -90,7 +97,7 @@ def build_cache(
         head = train_head(encoder.encode_sync(texts), labels)
         classifier = CacheabilityClassifier(head, rules.not_cacheable_above)
     return RequestCache(
-        ResponseCache(settings, store, index),
+        ResponseCache(settings, store, index, verifier=verifier),
         encoder,
         config.routers,
         classifier,
@@ -270,7 +277,7 @@ def build_gateway(
             cache = previous.cache  # its entries (and its cacheability classifier) are kept
             cache.routers = dict(config.routers)
         else:
-            cache = build_cache(config, encoder, link)
+            cache = build_cache(config, encoder, link, gateway_yaml)
     limit_store, spend_store, usage_store = build_limits(config, link, previous)
     by_alias = subject_limits(config.access)
     budget_by_alias = budgets_by_alias(config.access)

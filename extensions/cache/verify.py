@@ -16,12 +16,42 @@ from extensions.cache.settings import Verification
 
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9'&+.-]*")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
-NEGATIONS = frozenset({
-    "not", "no", "never", "without", "none", "nobody", "nothing", "neither", "nor",
-    "don't", "doesn't", "didn't", "isn't", "aren't", "wasn't", "weren't", "can't", "cannot",
-    "won't", "wouldn't", "shouldn't", "couldn't", "haven't", "hasn't", "hadn't", "dont",
-    "doesnt", "didnt", "isnt", "arent", "cant", "wont",
-})  # fmt: skip
+NEGATIONS = frozenset(
+    {
+        "not",
+        "no",
+        "never",
+        "without",
+        "none",
+        "nobody",
+        "nothing",
+        "neither",
+        "nor",
+        "don't",
+        "doesn't",
+        "didn't",
+        "isn't",
+        "aren't",
+        "wasn't",
+        "weren't",
+        "can't",
+        "cannot",
+        "won't",
+        "wouldn't",
+        "shouldn't",
+        "couldn't",
+        "haven't",
+        "hasn't",
+        "hadn't",
+        "dont",
+        "doesnt",
+        "didnt",
+        "isnt",
+        "arent",
+        "cant",
+        "wont",
+    }
+)
 QUESTION_WORDS = ("what", "why", "how", "who", "when", "where", "which", "whom", "whose")
 NOT_NAMES = frozenset({"i", "i'm", "i've", "i'd", "i'll"} | set(QUESTION_WORDS))
 
@@ -41,9 +71,10 @@ def features(text: str) -> Features:
     raw = [w.rstrip(".") for w in _WORD.findall(text)]
     words = tuple(w.lower() for w in raw)
     names = tuple(
-        w.lower() for i, w in enumerate(raw)
+        w.lower()
+        for i, w in enumerate(raw)
         if i > 0 and w[:1].isupper() and w.lower() not in NOT_NAMES
-    )  # fmt: skip
+    )
     qword = next((w for w in words[:4] if w in QUESTION_WORDS), None)
     return Features(
         words=words,
@@ -54,13 +85,13 @@ def features(text: str) -> Features:
     )
 
 
-def _names_match(a: Features, b: Features) -> bool:
+def names_match(a: Features, b: Features) -> bool:
     """Every name in either text appears (in any case) in the other."""
     wa, wb = set(a.words), set(b.words)
     return all(n in wb for n in a.names) and all(n in wa for n in b.names)
 
 
-def _order_match(a: Features, b: Features) -> bool:
+def order_match(a: Features, b: Features) -> bool:
     """Names both texts share appear in the same order ("X better than Y" vs "Y ... X")."""
     shared = (set(a.names) | set(b.names)) & set(a.words) & set(b.words)
     if len(shared) < 2:
@@ -78,10 +109,10 @@ def same_question(query: Features, cached: Features, checks: Verification) -> st
         return "numbers"
     if checks.negation and query.negated != cached.negated:
         return "negation"
-    if checks.entities and not _names_match(query, cached):
+    if checks.entities and not names_match(query, cached):
         return "entities"
     if checks.question_word and query.question_word != cached.question_word:
         return "question_word"
-    if checks.word_order and not _order_match(query, cached):
+    if checks.word_order and not order_match(query, cached):
         return "word_order"
     return None

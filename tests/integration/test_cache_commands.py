@@ -8,26 +8,46 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 pytestmark = pytest.mark.integration
 
 PAIRS = [
-    ("How do I reset my wifi router to factory settings?",
-     "How can I reset my wifi router to factory settings?", 1),
-    ("How do I clear the cache of my web browser?",
-     "How can I clear the cache of my web browser?", 1),
-    ("What is the population of Vietnam in 2020?",
-     "What is the population of Vietnam in 2021?", 0),  # near miss: verification refuses
+    (
+        "How do I reset my wifi router to factory settings?",
+        "How can I reset my wifi router to factory settings?",
+        1,
+    ),
+    (
+        "How do I clear the cache of my web browser?",
+        "How can I clear the cache of my web browser?",
+        1,
+    ),
+    (
+        "What is the population of Vietnam in 2020?",
+        "What is the population of Vietnam in 2021?",
+        0,
+    ),  # near miss: verification refuses
     ("What is the capital of Vietnam?", "What is the capital of Laos?", 0),
     ("How do I learn to play the guitar?", "What is the best way to cook rice?", 0),
-]  # fmt: skip
-KEYS = {"threshold", "pairwise_precision", "pairwise_recall", "sim_hit_rate", "sim_precision",
-        "sim_recall"}  # fmt: skip
+]
+KEYS = {
+    "threshold",
+    "pairwise_precision",
+    "pairwise_recall",
+    "sim_hit_rate",
+    "sim_precision",
+    "sim_recall",
+}
 
 
 def calibrate(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "extensions.cli", "calibrate-cache", *args],
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "extensions.cli", "calibrate-cache", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -44,21 +64,37 @@ def test_default_threshold_operating_point(pairs_file: Path, tmp_path: Path) -> 
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     assert set(report) >= KEYS
-    assert report["threshold"] == 0.95  # config/gateway.yaml's cache.semantic.threshold
+    assert report["threshold"] == 0.94  # config/gateway.yaml's cache.semantic.threshold
     assert report["pairwise_precision"] == 1.0 and report["pairwise_recall"] == 1.0
     assert report["raw_precision"] < 1.0  # without verification the 2020/2021 pair hits
     assert report["sim_precision"] == 1.0 and report["sim_hit_rate"] == pytest.approx(2 / 5)
     assert len(report["grid"]) == 1
+    assert report["verifier"]["name"] == "learned" and report["min_score"] == 0.84
+    assert report["verifier"]["model"] == "builtin:qqp-pair-mlp"
+    assert report["verifier"]["card"]["trained_on"] == "qqp_dev.tsv"
+    low, high = report["ci95"]["sim_precision"]
+    assert low <= report["sim_precision"] <= high
+    assert report["bootstrap"] == {"resamples": 1000, "seed": 0, "unit": "query"}
+    assert report["lookup_ms"]["p50"] > 0
 
 
 def test_sweep_recommends_a_threshold(pairs_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "sweep.json"
-    proc = calibrate("--pairs", str(pairs_file), "--target-precision", "0.99", "--json", str(out))
+    proc = calibrate(
+        "--pairs",
+        str(pairs_file),
+        "--verifier",
+        "rules",
+        "--target-precision",
+        "0.99",
+        "--json",
+        str(out),
+    )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     assert report["recommended"] is not None and report["sim_precision"] >= 0.99
     assert len(report["grid"]) == 30
-    assert "recommended threshold for precision >= 0.99" in proc.stdout
+    assert "recommended for precision >= 0.99: threshold" in proc.stdout
 
 
 def test_bad_file_is_a_clear_error(tmp_path: Path) -> None:
@@ -67,3 +103,67 @@ def test_bad_file_is_a_clear_error(tmp_path: Path) -> None:
     proc = calibrate("--pairs", str(bad))
     assert proc.returncode == 2
     assert "missing columns ['label', 'text_a', 'text_b']" in proc.stderr
+
+
+def test_by_intent_writes_a_yaml_snippet(tmp_path: Path) -> None:
+    rows = ["text_a,text_b,label,router,intent"]
+    rows += [f"{a},{b},{label},support-bot,billing" for a, b, label in PAIRS]
+    path = tmp_path / "pairs.csv"
+    path.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "thresholds.yaml"
+    proc = calibrate(
+        "--pairs",
+        str(path),
+        "--by-intent",
+        "--min-pairs",
+        "5",
+        "--yaml-out",
+        str(out),
+        "--bootstrap",
+        "100",
+    )
+    assert proc.returncode == 0, proc.stderr
+    snippet = yaml.safe_load(out.read_text())
+    (intent,) = snippet["routers"]["support-bot"]["intents"]
+    assert intent["name"] == "billing" and 0.7 <= intent["cache"]["threshold"] <= 0.99
+    assert "routers:" in proc.stdout
+
+
+def test_train_a_verifier_and_calibrate_with_it(pairs_file: Path, tmp_path: Path) -> None:
+    model = tmp_path / "verifier.npz"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "extensions.cli",
+            "train-cache-verifier",
+            "--pairs",
+            str(pairs_file),
+            "--out",
+            str(model),
+            "--data-licence",
+            "written for this test",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert model.is_file() and "trained on 5 pairs" in proc.stdout
+    out = tmp_path / "learned.json"
+    proc = calibrate(
+        "--pairs",
+        str(pairs_file),
+        "--verifier",
+        "learned",
+        "--verifier-model",
+        str(model),
+        "--json",
+        str(out),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "trained on these very pairs" in proc.stderr  # in-sample numbers are flagged
+    report = json.loads(out.read_text())
+    assert report["verifier"]["name"] == "learned"
+    assert report["verifier"]["card"]["data_licence"] == "written for this test"
+    assert len(report["verifier"]["sha256_16"]) == 16

@@ -71,3 +71,12 @@ def test_redis_url_from_environment(tmp_path: Path) -> None:
 def test_cacheability_needs_both_classes(tmp_path: Path) -> None:
     msg = load(tmp_path, "cache:\n  cacheability:\n    enabled: true\n    cacheable: [a, b]\n")
     assert "cache.cacheability: needs at least 2 'cacheable' and 2 'not_cacheable'" in msg
+
+
+def test_verifier_kind_and_model_checked(tmp_path: Path) -> None:
+    msg = load(tmp_path, "cache:\n  semantic:\n    verifier:\n      kind: magic\n")
+    assert "cache.semantic.verifier.kind: Input should be 'rules' or 'learned'" in msg
+    text = "cache:\n  semantic:\n    verifier:\n      kind: learned\n      model: /nope.npz\n"
+    assert "model '/nope.npz': no such file" in load(tmp_path, text)
+    text = "cache:\n  semantic:\n    verifier:\n      min_probability: 1.5\n"
+    assert "cache.semantic.verifier.min_probability: Input should be less" in load(tmp_path, text)

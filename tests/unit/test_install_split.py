@@ -96,7 +96,7 @@ embedding = config.embedding.model_copy(update={"cache_dir": Path(sys.argv[1])})
 config = config.model_copy(update={"embedding": embedding})
 encoder = sentence_encoder(embedding)
 build_router(config, DEFAULT_GATEWAY_CONFIG.parent, encoder)
-build_cache(config, encoder, None)
+build_cache(config, encoder, None, DEFAULT_GATEWAY_CONFIG)
 print("ok")
 """
 
