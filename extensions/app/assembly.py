@@ -65,13 +65,13 @@ def build_cache(
 ) -> RequestCache:
     """The response cache on the configured tier (memory, or memory in front of Redis);
     raises ``ConfigError`` naming ``source`` when the verifier's model cannot be used."""
+    from extensions.cache.pair_model import PairModelError
     from extensions.cache.policy import NOT_CACHEABLE, CacheabilityClassifier
     from extensions.cache.service import ResponseCache
     from extensions.cache.settings import Tier
     from extensions.cache.store import MemoryStore, RedisStore, Store, TieredStore
-    from extensions.cache.pair_model import PairModelError
-    from extensions.cache.verifiers import build_verifier
     from extensions.cache.vectors import MemoryVectorIndex, RedisVectorIndex, VectorIndex
+    from extensions.cache.verifiers import build_verifier
     from extensions.router.classifier import train_head
 
     settings = config.cache
