@@ -100,7 +100,7 @@ def _in_scope_top(head: Head, probs: Matrix) -> tuple[npt.NDArray[np.int64], Mat
     return order[:, 0], masked[rows, order[:, 0]], masked[rows, order[:, 1]]
 
 
-OOS_RATIOS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 34.0, float("inf"))
+OOS_RATIOS = (1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 34.0, float("inf"))
 
 
 def _confidence_for_budget(top1: Matrix, allowed: int) -> float:
@@ -133,7 +133,7 @@ def fit_thresholds(
     if not in_scope.any():
         raise ValueError("threshold fitting needs in-scope examples")
     _, top1, top2 = _in_scope_top(head, probs)
-    allowed = int(np.floor(target_false_refusal * in_scope.sum() + 1e-9))
+    allowed = int(np.floor(target_false_refusal * in_scope.sum() + 0.5))  # nearest count
     p_oos = probs[:, head.labels.index(OOS_LABEL)] if OOS_LABEL in head.labels else None
     if p_oos is None or in_scope.all():
         min_conf, ratio = _confidence_for_budget(top1[in_scope], allowed), 1.0
