@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--calibration",
         choices=["cross_validation", "holdout"],
-        help="what thresholds are fitted on (--fine-tune: holdout)",
+        help="what thresholds are fitted on (default: cross_validation; holdout with --fine-tune)",
     )
     ev.add_argument(
         "--no-background",

@@ -75,7 +75,11 @@ def eval_router(args: argparse.Namespace) -> int:
     thresholds = Thresholds(**overrides)
     background = _background(args)
     if args.fine_tune:
-        if not validation:  # fit thresholds on a share the fine-tuned encoder never sees
+        # thresholds are fitted on a share the fine-tuned encoder never sees, unless a
+        # validation set is given or cross-validation is asked for (then it sees everything:
+        # its out-of-fold probabilities are over-confident, the thresholds optimistic)
+        hold_out = not validation and args.calibration != Calibration.CROSS_VALIDATION
+        if hold_out:
             thresholds = thresholds.model_copy(update={"calibration": Calibration.HOLDOUT})
         examples = _with_background_for(embedding, train, background)
         out_dir = args.fine_tune_out or Path(tempfile.mkdtemp(prefix="gateway-finetune-"))
@@ -87,7 +91,7 @@ def eval_router(args: argparse.Namespace) -> int:
             out_dir,
             settings,
             progress=not args.no_progress,
-            hold_out_calibration=not validation,
+            hold_out_calibration=hold_out,
         )
         embedding = embedding.model_copy(update={"model": str(out_dir)})
     encoder = sentence_encoder(embedding)
