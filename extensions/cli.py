@@ -94,6 +94,24 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--gateway-config", type=Path, default=DEFAULT_GATEWAY_CONFIG)
     ev.add_argument("--target-false-refusal", type=float, default=None)
     ev.add_argument("--target-clarify-rate", type=float, default=None)
+    ev.add_argument("--cv-folds", type=int, help="folds of the threshold-fitting cross-validation")
+    ev.add_argument(
+        "--calibration",
+        choices=["cross_validation", "holdout"],
+        help="what thresholds are fitted on (default: cross_validation; holdout with --fine-tune)",
+    )
+    ev.add_argument(
+        "--no-background",
+        action="store_true",
+        help="leave out the shipped background corpus of off-topic requests",
+    )
+    ev.add_argument(
+        "--background-max-similarity",
+        type=float,
+        help="drop background lines closer than this to an in-scope example",
+    )
+    ev.add_argument("--epochs", type=float, default=3.0, help="--fine-tune: epochs")
+    ev.add_argument("--margin", type=float, default=0.0, help="--fine-tune: cosine margin")
     ev.add_argument("--json", type=Path, help="write the report here")
     ev.add_argument("--no-progress", action="store_true")
 
@@ -104,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--out", type=Path, required=True, help="folder to write the model to")
     ft.add_argument("--model", help="base encoder (default: gateway.yaml's embedding.model)")
     ft.add_argument("--epochs", type=float, default=3.0)
+    ft.add_argument("--margin", type=float, default=0.0, help="cosine margin (CosFace)")
     ft.add_argument("--gateway-config", type=Path, default=DEFAULT_GATEWAY_CONFIG)
 
     cal = sub.add_parser("calibrate-cache", help="measure the semantic cache on labelled pairs")

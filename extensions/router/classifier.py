@@ -1,7 +1,8 @@
 """The trained head over sentence embeddings, and how its thresholds are fitted.
 
-Pure numpy at request time: a linear layer and a softmax over L2-normalised
-embeddings. Training uses scikit-learn's logistic regression (multinomial).
+Pure numpy, at request time and at training time: a linear layer and a softmax over
+L2-normalised embeddings, trained as an L2-regularised multinomial logistic regression
+(``logreg``; no scikit-learn in the serving process).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from enum import StrEnum
 
 import numpy as np
 import numpy.typing as npt
+
+from extensions.router.logreg import fit_multinomial
 
 Matrix = npt.NDArray[np.float32]
 OOS_LABEL = "oos"
@@ -38,22 +41,24 @@ class Head:
         return logits
 
 
-def train_head(x: Matrix, labels: list[str], c: float = 20.0, seed: int = 0) -> Head:
-    """Multinomial logistic regression; ``labels`` may include ``oos`` as a class of its own."""
-    from sklearn.linear_model import LogisticRegression
+def train_head(
+    x: Matrix,
+    labels: list[str],
+    c: float = 20.0,
+    sample_weight: npt.NDArray[np.float64] | None = None,
+) -> Head:
+    """Multinomial logistic regression; ``labels`` may include ``oos`` as a class of its own.
 
-    classes = sorted(set(labels))
+    ``c`` is the inverse regularisation strength (scikit-learn's ``C``); the solver is
+    deterministic. ``sample_weight`` scales each example's share of the loss.
+    """
+    classes = tuple(sorted(set(labels)))
     if len(classes) < 2:
         raise ValueError("a classifier needs at least two labels")
-    model = LogisticRegression(C=c, max_iter=2000, random_state=seed)
-    model.fit(x, labels)
-    ordered = tuple(str(label) for label in model.classes_)
-    weights = np.asarray(model.coef_, dtype=np.float32)
-    bias = np.asarray(model.intercept_, dtype=np.float32)
-    if len(ordered) == 2:  # sklearn keeps one row for two classes: softmax([0, z]) = sigmoid(z)
-        weights = np.vstack([np.zeros_like(weights), weights])
-        bias = np.concatenate([np.zeros_like(bias), bias])
-    return Head(labels=ordered, weights=weights, bias=bias)
+    index = {label: i for i, label in enumerate(classes)}
+    y = np.array([index[label] for label in labels], dtype=np.int64)
+    fit = fit_multinomial(np.asarray(x, dtype=np.float32), y, len(classes), c, sample_weight)
+    return Head(labels=classes, weights=fit.weights, bias=fit.bias)
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,16 @@ def _in_scope_top(head: Head, probs: Matrix) -> tuple[npt.NDArray[np.int64], Mat
     return order[:, 0], masked[rows, order[:, 0]], masked[rows, order[:, 1]]
 
 
+OOS_RATIOS = (1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 34.0, float("inf"))
+
+
+def _confidence_for_budget(top1: Matrix, allowed: int) -> float:
+    """The highest ``min_confidence`` that refuses at most ``allowed`` of these rows."""
+    if allowed <= 0 or len(top1) == 0:
+        return 0.0
+    return float(np.sort(top1)[min(allowed, len(top1) - 1)])  # rows strictly below it are refused
+
+
 def fit_thresholds(
     head: Head,
     probs: Matrix,
@@ -104,12 +119,12 @@ def fit_thresholds(
 ) -> Thresholds:
     """Fit the thresholds on held-out rows (``labels`` may contain ``oos``).
 
-    * Without out-of-scope rows: ``min_confidence`` is the quantile that refuses
-      ``target_false_refusal`` of the in-scope rows.
-    * With them: ``min_confidence`` and ``oos_ratio`` (how much likelier than the
-      best intent the ``oos`` class must be) maximise in-scope accuracy +
-      out-of-scope recall while refusing at most ``target_false_refusal`` of the
-      in-scope rows, counting refusals by either rule.
+    * The refusal rules (``p(oos) >= oos_ratio * p(top intent)``, or the top intent's
+      probability below ``min_confidence``) together refuse at most
+      ``target_false_refusal`` of the in-scope rows. The whole budget is used: for each
+      ``oos_ratio`` the highest ``min_confidence`` that stays within it, and of those
+      pairs the one that refuses most out-of-scope rows (ties: the higher confidence
+      floor, the better guard against off-topic queries unlike any example).
     * ``clarify_margin``: the largest margin that asks on at most
       ``target_clarify_rate`` of the answered in-scope rows.
     """
@@ -117,30 +132,22 @@ def fit_thresholds(
     in_scope = y != OOS_LABEL
     if not in_scope.any():
         raise ValueError("threshold fitting needs in-scope examples")
-    best_idx, top1, top2 = _in_scope_top(head, probs)
-    correct = np.array(head.labels)[best_idx] == y
+    _, top1, top2 = _in_scope_top(head, probs)
+    allowed = int(np.floor(target_false_refusal * in_scope.sum() + 0.5))  # nearest count
     p_oos = probs[:, head.labels.index(OOS_LABEL)] if OOS_LABEL in head.labels else None
-    min_conf = (
-        float(np.quantile(top1[in_scope], target_false_refusal, method="lower"))
-        if target_false_refusal
-        else 0.0
-    )
-    ratio = 1.0
-    if (~in_scope).any():
-        allowed = target_false_refusal * in_scope.sum() + 1e-9
-        candidates = np.unique(np.quantile(top1, np.linspace(0.0, 1.0, 201)))
-        best = (-1.0, 0.0, float("inf"))
-        for r in (1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 34.0, float("inf")):
-            oos_wins = p_oos >= r * top1 if p_oos is not None else np.zeros(len(y), bool)
-            for t in np.concatenate([[0.0], candidates]):
-                refused = oos_wins | (top1 < t)
-                if refused[in_scope].sum() > allowed:
-                    continue
-                score = float(np.mean(correct[in_scope] & ~refused[in_scope])) + float(
-                    np.mean(refused[~in_scope])
-                )
-                if score > best[0]:
-                    best = (score, float(t), r)
+    if p_oos is None or in_scope.all():
+        min_conf, ratio = _confidence_for_budget(top1[in_scope], allowed), 1.0
+    else:
+        best = (-1.0, -1.0, float("inf"))
+        for r in OOS_RATIOS:
+            oos_wins = p_oos >= r * top1
+            left = allowed - int(oos_wins[in_scope].sum())
+            if left < 0:
+                continue
+            t = _confidence_for_budget(top1[in_scope & ~oos_wins], left)
+            recall = float(np.mean((oos_wins | (top1 < t))[~in_scope]))
+            if (recall, t) > best[:2]:
+                best = (recall, t, r)
         _, min_conf, ratio = best
     oos_wins = p_oos >= ratio * top1 if p_oos is not None else np.zeros(len(y), bool)
     margins = (top1 - top2)[in_scope & ~oos_wins & (top1 >= min_conf)]

@@ -5,16 +5,45 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from extensions.config.loader import load_gateway_config
 from extensions.embedding.encoder import sentence_encoder
-from extensions.embedding.settings import Quantize
+from extensions.embedding.settings import Embedding, Quantize
 from extensions.router.datasets import DatasetError, load_examples
 from extensions.router.evaluation import evaluate, write_json
 from extensions.router.finetune import FineTuneSettings, fine_tune
-from extensions.router.settings import Thresholds
-from extensions.router.training import router_examples, stratified_split
+from extensions.router.settings import BackgroundCorpus, Calibration, Thresholds
+from extensions.router.training import (
+    NO_BACKGROUND,
+    Background,
+    Example,
+    router_examples,
+    stratified_split,
+    with_background,
+)
+
+
+def _with_background_for(
+    embedding: Embedding, examples: Sequence[Example], background: Background
+) -> list[Example]:
+    """``examples`` plus the background lines the (base) encoder finds far from them."""
+    if not background.texts:
+        return list(examples)
+    encoder = sentence_encoder(embedding)
+    try:
+        x = encoder.encode_sync([e.text for e in examples])
+        return with_background(examples, x, encoder.encode_sync, background)[0]
+    finally:
+        encoder.close()
+
+
+def _background(args: argparse.Namespace) -> Background:
+    settings = BackgroundCorpus(enabled=not args.no_background)
+    if args.background_max_similarity is not None:
+        settings = settings.model_copy(update={"max_similarity": args.background_max_similarity})
+    return Background.from_settings(settings)
 
 
 def eval_router(args: argparse.Namespace) -> int:
@@ -33,21 +62,49 @@ def eval_router(args: argparse.Namespace) -> int:
         embedding = embedding.model_copy(update={"model": args.model})
     if args.quantize:
         embedding = embedding.model_copy(update={"quantize": Quantize(args.quantize)})
-    if args.fine_tune:
-        out_dir = args.fine_tune_out or Path(tempfile.mkdtemp(prefix="gateway-finetune-"))
-        print(f"fine-tuning {embedding.model} on {len(train)} examples -> {out_dir}")
-        fine_tune(embedding.model, train, out_dir, FineTuneSettings(), progress=True,
-                  hold_out_calibration=not validation)  # fmt: skip
-        embedding = embedding.model_copy(update={"model": str(out_dir)})
-    overrides = {k: v for k, v in {
-        "target_false_refusal": args.target_false_refusal,
-        "target_clarify_rate": args.target_clarify_rate,
-    }.items() if v is not None}  # fmt: skip
+    overrides = {
+        k: v
+        for k, v in {
+            "target_false_refusal": args.target_false_refusal,
+            "target_clarify_rate": args.target_clarify_rate,
+            "cv_folds": args.cv_folds,
+            "calibration": args.calibration,
+        }.items()
+        if v is not None
+    }
     thresholds = Thresholds(**overrides)
+    background = _background(args)
+    if args.fine_tune:
+        # thresholds are fitted on a share the fine-tuned encoder never sees, unless a
+        # validation set is given or cross-validation is asked for (then it sees everything:
+        # its out-of-fold probabilities are over-confident, the thresholds optimistic)
+        hold_out = not validation and args.calibration != Calibration.CROSS_VALIDATION
+        if hold_out:
+            thresholds = thresholds.model_copy(update={"calibration": Calibration.HOLDOUT})
+        examples = _with_background_for(embedding, train, background)
+        out_dir = args.fine_tune_out or Path(tempfile.mkdtemp(prefix="gateway-finetune-"))
+        print(f"fine-tuning {embedding.model} on {len(examples)} examples -> {out_dir}")
+        settings = FineTuneSettings(epochs=args.epochs, margin=args.margin)
+        fine_tune(
+            embedding.model,
+            examples,
+            out_dir,
+            settings,
+            progress=not args.no_progress,
+            hold_out_calibration=hold_out,
+        )
+        embedding = embedding.model_copy(update={"model": str(out_dir)})
     encoder = sentence_encoder(embedding)
     try:
-        report = evaluate(encoder, train, evaluation, validation, thresholds,
-                          progress=not args.no_progress)  # fmt: skip
+        report = evaluate(
+            encoder,
+            train,
+            evaluation,
+            validation,
+            thresholds,
+            progress=not args.no_progress,
+            background=background,
+        )
     finally:
         encoder.close()
     print(report.table())
@@ -59,13 +116,18 @@ def eval_router(args: argparse.Namespace) -> int:
 
 def finetune_router(args: argparse.Namespace) -> int:
     config = load_gateway_config(args.gateway_config)
+    background = NO_BACKGROUND
     if args.router:
         if args.router not in config.routers:
             known = ", ".join(sorted(config.routers)) or "none"
-            print(f"gateway finetune-router: no router {args.router!r} (have: {known})",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                f"gateway finetune-router: no router {args.router!r} (have: {known})",
+                file=sys.stderr,
+            )
             return 2
-        examples = router_examples(config.routers[args.router], args.gateway_config.parent)
+        spec = config.routers[args.router]
+        examples = router_examples(spec, args.gateway_config.parent)
+        background = Background.from_settings(spec.out_of_scope.background)
     else:
         try:
             examples = load_examples(args.train, "train")
@@ -73,6 +135,12 @@ def finetune_router(args: argparse.Namespace) -> int:
             print(f"gateway finetune-router: {exc}", file=sys.stderr)
             return 2
     base = args.model or config.embedding.model
-    out = fine_tune(base, examples, args.out, FineTuneSettings(epochs=args.epochs), progress=True)
-    print(f"wrote {out}\nuse it: set embedding.model: {out} in {args.gateway_config}")
+    embedding = config.embedding.model_copy(update={"model": base})
+    examples = _with_background_for(embedding, examples, background)
+    settings = FineTuneSettings(epochs=args.epochs, margin=args.margin)
+    out = fine_tune(base, examples, args.out, settings, progress=True)
+    print(
+        f"wrote {out}\nuse it: set embedding.model: {out} and, for the router, "
+        f"thresholds.calibration: holdout in {args.gateway_config}"
+    )
     return 0

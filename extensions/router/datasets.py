@@ -12,11 +12,15 @@ from extensions.router.training import Example
 
 # default JSON splits per role, by layout (recognised by the keys present)
 _LAYOUTS = {
-    "clinc150": ({"train", "val", "oos_train", "oos_val"},
-                 {"train": ["train", "oos_train"], "eval": ["val", "oos_val"]}),
-    "banking77_oos": ({"train", "valid", "id_oos_valid", "ood_oos_valid"},
-                      {"train": ["train"], "eval": ["valid", "id_oos_valid", "ood_oos_valid"]}),
-}  # fmt: skip
+    "clinc150": (
+        {"train", "val", "oos_train", "oos_val"},
+        {"train": ["train", "oos_train"], "eval": ["val", "oos_val"]},
+    ),
+    "banking77_oos": (
+        {"train", "valid", "id_oos_valid", "ood_oos_valid"},
+        {"train": ["train"], "eval": ["valid", "id_oos_valid", "ood_oos_valid"]},
+    ),
+}
 LABEL_COLUMNS = ("label", "intent", "category")
 
 
@@ -36,8 +40,9 @@ def read_csv(path: Path) -> list[Example]:
         label_col = next((c for c in LABEL_COLUMNS if c in fields), None)
         if "text" not in fields or label_col is None:
             raise DatasetError(f"{path}: needs a header with 'text' and 'label' (got {fields})")
-        return [Example(row["text"], _normalise(row[label_col])) for row in reader
-                if row.get("text")]  # fmt: skip
+        return [
+            Example(row["text"], _normalise(row[label_col])) for row in reader if row.get("text")
+        ]
 
 
 def read_json(path: Path, splits: list[str] | None, role: str) -> list[Example]:
@@ -50,8 +55,10 @@ def read_json(path: Path, splits: list[str] | None, role: str) -> list[Example]:
                 splits = defaults[role]
                 break
         else:
-            raise DatasetError(f"{path}: unknown layout; name the splits as {path.name}:a+b "
-                               f"(available: {', '.join(sorted(data))})")  # fmt: skip
+            raise DatasetError(
+                f"{path}: unknown layout; name the splits as {path.name}:a+b "
+                f"(available: {', '.join(sorted(data))})"
+            )
     out: list[Example] = []
     for split in splits:
         if split not in data:

@@ -25,7 +25,7 @@ from extensions.router.conversation import find_follow_up, text_to_classify
 from extensions.router.decide import DEFAULT_INTENT, Decision, decide
 from extensions.router.llm_classifier import LlmIntentClassifier
 from extensions.router.settings import Router
-from extensions.router.training import cached_classifier, router_examples
+from extensions.router.training import Background, cached_classifier, router_examples
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,14 @@ def compile_routers(
     """Train (or load from cache) every router's classifier; runs at start-up, off any loop."""
     out: dict[str, CompiledRouter] = {}
     for name, spec in routers.items():
-        trained = cached_classifier(router_examples(spec, base_dir), encoder.encode_sync,
-                                    encoder.fingerprint, spec.thresholds, cache_dir)  # fmt: skip
+        background = Background.from_settings(spec.out_of_scope.background)
+        trained = cached_classifier(
+            router_examples(spec, base_dir),
+            encoder.encode_sync,
+            encoder.fingerprint,
+            spec.thresholds,
+            cache_dir,
+            background=background,
+        )
         out[name] = CompiledRouter(name, spec, trained.head, trained.thresholds)
     return out

@@ -1,5 +1,6 @@
 """``gateway eval-router``: build a router from labelled data exactly as the gateway
-does (same encoder, head, threshold fitting), then measure it on an evaluation set."""
+does (same encoder, head, background corpus, threshold fitting), then measure it on an
+evaluation set that nothing was fitted on."""
 
 from __future__ import annotations
 
@@ -14,8 +15,15 @@ import numpy as np
 
 from extensions.embedding.encoder import BatchingEncoder
 from extensions.router.classifier import OOS_LABEL, Verdict, classify_row
+from extensions.router.settings import Calibration
 from extensions.router.settings import Thresholds as ThresholdSettings
-from extensions.router.training import Example, TrainedClassifier, train_classifier
+from extensions.router.training import (
+    NO_BACKGROUND,
+    Background,
+    Example,
+    TrainedClassifier,
+    train_classifier,
+)
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,9 @@ class EvalReport:
     n_intents: int
     min_confidence: float
     clarify_margin: float
+    oos_ratio: float
+    calibration: str  # what the thresholds were fitted on
+    n_background: int  # background lines added to the oos class
     train_seconds: float
     encoder: str
 
@@ -52,12 +63,18 @@ class EvalReport:
             ("top-1 accuracy, no refusal", pct(self.top1_accuracy)),
             ("classification p50", f"{self.latency_p50_ms:.2f} ms"),
             ("classification p99", f"{self.latency_p99_ms:.2f} ms"),
-            ("intents / train / eval", f"{self.n_intents} / {self.n_train} / "
-                                       f"{self.n_eval_in_scope}+{self.n_eval_oos} oos"),
-            ("thresholds", f"confidence {self.min_confidence:.3f}, "
-                           f"margin {self.clarify_margin:.3f}"),
+            (
+                "intents / train / eval",
+                f"{self.n_intents} / {self.n_train} / {self.n_eval_in_scope}+{self.n_eval_oos} oos",
+            ),
+            (
+                "thresholds",
+                f"confidence {self.min_confidence:.3f}, "
+                f"margin {self.clarify_margin:.3f}, oos ratio {self.oos_ratio:g}",
+            ),
+            ("fitted on", f"{self.calibration}; {self.n_background} background lines"),
             ("training", f"{self.train_seconds:.1f} s"),
-        ]  # fmt: skip
+        ]
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
 
@@ -92,10 +109,13 @@ def evaluate(
     validation: Sequence[Example] = (),
     settings: ThresholdSettings | None = None,
     progress: bool = True,
+    background: Background = NO_BACKGROUND,
 ) -> EvalReport:
     settings = settings or ThresholdSettings()
     started = time.perf_counter()
-    trained = train_classifier(train, encoder.encode_sync, settings, validation)
+    trained = train_classifier(
+        train, encoder.encode_sync, settings, validation, background=background
+    )
     train_s = time.perf_counter() - started
     texts = [e.text for e in evaluation]
     verdicts, intents, latencies = asyncio.run(_classify_each(encoder, trained, texts, progress))
@@ -109,8 +129,9 @@ def evaluate(
     sources = np.array([e.source for e in evaluation])
     by_source = {
         str(src): float(refused[is_oos & (sources == src)].mean())
-        for src in sorted(set(sources[is_oos])) if src
-    }  # fmt: skip
+        for src in sorted(set(sources[is_oos]))
+        if src
+    }
     return EvalReport(
         in_scope_accuracy=float(correct[~is_oos].mean()) if (~is_oos).any() else 0.0,
         oos_recall=float(refused[is_oos].mean()) if is_oos.any() else None,
@@ -127,6 +148,15 @@ def evaluate(
         n_intents=len({e.label for e in train if e.label != OOS_LABEL}),
         min_confidence=trained.thresholds.min_confidence,
         clarify_margin=trained.thresholds.clarify_margin,
+        oos_ratio=trained.thresholds.oos_ratio,
+        calibration="validation set"
+        if validation
+        else (
+            f"{settings.cv_folds}-fold cross-validation"
+            if settings.calibration is Calibration.CROSS_VALIDATION
+            else "held-out share unseen by the fine-tuned encoder"
+        ),
+        n_background=trained.n_background,
         train_seconds=train_s,
         encoder=encoder.fingerprint,
     )

@@ -8,10 +8,11 @@ their own. The result is a sentence-transformers folder that ``embedding.model``
 gateway.yaml can point to; the gateway then trains its usual head and fits its
 thresholds on top.
 
-The encoder is fine-tuned on the same stratified share of the examples that the
-gateway trains on before fitting thresholds (``training.stratified_split``, same
-seed), so the held-out examples the thresholds are fitted on are ones the encoder
-never saw: a fine-tuned encoder is over-confident on its own training data.
+The examples may include background lines (label ``oos``). The encoder is fine-tuned
+without the share that the gateway fits its thresholds on with
+``thresholds.calibration: holdout`` (``training.calibration_mask``), so those are
+examples it never saw: a fine-tuned encoder is over-confident on its own training
+data, and cross-validation over examples it was trained on would be too.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from extensions.embedding.encoder import resolve_model_path
-from extensions.router.training import HOLDOUT_SHARE, Example, stratified_split
+from extensions.router.training import Example, calibration_mask
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class FineTuneSettings:
     warmup_share: float = 0.1
     max_seq_length: int = 32
     scale: float = 30.0
+    margin: float = 0.0  # additive cosine margin on the true class (CosFace); 0: plain
     seed: int = 0
     threads: int = 2
 
@@ -72,7 +74,8 @@ def fine_tune(
     from tqdm import tqdm
 
     if hold_out_calibration:  # keep the gateway's calibration share unseen
-        examples, _ = stratified_split(examples, HOLDOUT_SHARE)
+        held = calibration_mask(examples)
+        examples = [e for e, h in zip(examples, held, strict=True) if not h]
     torch.set_num_threads(settings.threads)
     torch.manual_seed(settings.seed)
     rng = random.Random(settings.seed)
@@ -86,11 +89,15 @@ def fine_tune(
     head = torch.nn.Linear(dim, len(labels), bias=False)
     torch.nn.init.normal_(head.weight, std=0.02)
     optimiser = torch.optim.AdamW(
-        [{"params": [p for p in st.parameters() if p.requires_grad],
-          "lr": settings.learning_rate},
-         {"params": head.parameters(), "lr": settings.head_learning_rate}],
+        [
+            {
+                "params": [p for p in st.parameters() if p.requires_grad],
+                "lr": settings.learning_rate,
+            },
+            {"params": head.parameters(), "lr": settings.head_learning_rate},
+        ],
         weight_decay=0.01,
-    )  # fmt: skip
+    )
     steps_per_epoch = max(1, len(examples) // settings.batch_size)
     total = max(1, math.ceil(steps_per_epoch * settings.epochs))
     warm = int(total * settings.warmup_share)
@@ -108,6 +115,7 @@ def fine_tune(
             embedded = st[1](st[0](features))["sentence_embedding"]
             cos = F.normalize(embedded, dim=-1) @ F.normalize(head.weight, dim=-1).T
             target = torch.tensor([index[e.label] for e in batch])
+            cos = cos - settings.margin * F.one_hot(target, len(labels))
             loss = F.cross_entropy(settings.scale * cos, target)
             optimiser.zero_grad()
             loss.backward()  # type: ignore[no-untyped-call]
@@ -129,5 +137,5 @@ def fine_tune(
         "seconds": round(time.perf_counter() - started, 1),
         "settings": asdict(settings),
     }
-    (out_dir / "gateway_finetune.json").write_text(json.dumps(meta, indent=2))  # fmt: skip
+    (out_dir / "gateway_finetune.json").write_text(json.dumps(meta, indent=2))
     return out_dir

@@ -92,8 +92,12 @@ class Intent(StrictModel):
 
     @model_validator(mode="after")
     def _action_block(self) -> Intent:
-        blocks = {"route": self.route, "respond": self.respond, "handoff": self.handoff,
-                  "clarify": self.clarify}  # fmt: skip
+        blocks = {
+            "route": self.route,
+            "respond": self.respond,
+            "handoff": self.handoff,
+            "clarify": self.clarify,
+        }
         if blocks[self.action] is None:
             raise ValueError(f"action '{self.action}' needs a '{self.action}' block")
         extra = sorted(k for k, v in blocks.items() if v is not None and k != self.action)
@@ -108,13 +112,23 @@ class Intent(StrictModel):
         return Action(self.action.upper())
 
 
+class Calibration(StrEnum):
+    """What ``auto`` thresholds are fitted on, at start-up."""
+
+    CROSS_VALIDATION = "cross_validation"  # out-of-fold probabilities over all examples
+    HOLDOUT = "holdout"  # the share that ``gateway finetune-router`` kept unseen
+
+
 class Thresholds(StrictModel):
-    """Decision thresholds; ``auto`` fits them on held-out examples at start-up."""
+    """Decision thresholds; ``auto`` fits them at start-up on probabilities of examples the
+    head (and, with ``holdout``, a fine-tuned encoder) was not trained on."""
 
     out_of_scope: float | Literal["auto"] = "auto"
     clarify_margin: float | Literal["auto"] = "auto"
     target_false_refusal: float = Field(0.01, ge=0.0, le=0.5)
     target_clarify_rate: float = Field(0.03, ge=0.0, le=0.5)
+    calibration: Calibration = Calibration.CROSS_VALIDATION
+    cv_folds: int = Field(5, ge=2, le=20)
 
     @field_validator("out_of_scope", "clarify_margin")
     @classmethod
@@ -131,9 +145,19 @@ class Classify(StrictModel):
     last_n: int = Field(3, ge=1, le=20)
 
 
+class BackgroundCorpus(StrictModel):
+    """``out_of_scope.background``: the shipped generic off-topic requests as extra
+    ``oos`` examples; lines closer than ``max_similarity`` (cosine) to an in-scope
+    example are left out."""
+
+    enabled: bool = True
+    max_similarity: float = Field(0.6, ge=0.0, le=1.0)
+
+
 class OutOfScope(StrictModel):
     responses: list[str] = Field(min_length=1)
     examples: list[str] = []
+    background: BackgroundCorpus = BackgroundCorpus()
 
 
 class ClarifyText(StrictModel):

@@ -1,5 +1,12 @@
 """Build a router's classifier from its examples: train the head, fit the thresholds,
-and cache both by a hash of the examples, the settings and the encoder."""
+and cache both by a hash of the examples, the settings and the encoder.
+
+Thresholds are fitted on probabilities the head gives to examples it was not trained
+on: out-of-fold probabilities from a k-fold cross-validation (``calibration``), or a
+``validation`` set when one is given (a fine-tuned encoder's held-out examples). The
+head that serves is then trained on everything. Lines of the shipped background corpus
+(``background``) join the ``oos`` class unless they are close to an in-scope example.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
+from extensions.router.background import corpus_lines, far_enough
+from extensions.router.calibration import out_of_fold_probabilities
 from extensions.router.classifier import (
     OOS_LABEL,
     Head,
@@ -20,12 +30,30 @@ from extensions.router.classifier import (
     train_head,
 )
 from extensions.router.decide import DEFAULT_INTENT
-from extensions.router.settings import Router
+from extensions.router.settings import BackgroundCorpus, Calibration, Router
 from extensions.router.settings import Thresholds as ThresholdSettings
 
 EncodeSync = Callable[[list[str]], Matrix]
 HOLDOUT_SHARE = 0.2
-CACHE_FORMAT = 2  # bump when what is cached changes
+CACHE_FORMAT = 3  # bump when what is cached changes
+BACKGROUND_SOURCE = "background"
+
+
+@dataclass(frozen=True)
+class Background:
+    """Generic off-topic lines added to the ``oos`` class, minus those near an intent."""
+
+    texts: tuple[str, ...] = ()
+    max_similarity: float = 0.6
+
+    @classmethod
+    def from_settings(cls, settings: BackgroundCorpus) -> Background:
+        if not settings.enabled:
+            return cls()
+        return cls(tuple(corpus_lines()), settings.max_similarity)
+
+
+NO_BACKGROUND = Background()
 
 
 @dataclass(frozen=True)
@@ -39,6 +67,7 @@ class Example:
 class TrainedClassifier:
     head: Head
     thresholds: Thresholds
+    n_background: int = 0  # background lines in the oos class
 
 
 def read_examples_file(path: Path) -> list[str]:
@@ -60,23 +89,47 @@ def router_examples(router: Router, base_dir: Path) -> list[Example]:
     return out
 
 
+def held_out_mask(labels: Sequence[str], share: float, seed: int = 0) -> npt.NDArray[np.bool_]:
+    """A stratified ``share`` of each label (at least one, if the label has two or more)."""
+    rng = np.random.default_rng(seed)
+    by_label: dict[str, list[int]] = {}
+    for i, label in enumerate(labels):
+        by_label.setdefault(label, []).append(i)
+    mask = np.zeros(len(labels), dtype=bool)
+    for label in sorted(by_label):
+        rows = by_label[label]
+        order = rng.permutation(len(rows))
+        n_held = max(round(len(rows) * share), 1) if len(rows) > 1 else 0
+        mask[[rows[i] for i in order[:n_held]]] = True
+    return mask
+
+
 def stratified_split(
     examples: Sequence[Example], share: float, seed: int = 0
 ) -> tuple[list[Example], list[Example]]:
     """Hold out ``share`` of each label (at least one, if the label has two or more)."""
-    rng = np.random.default_rng(seed)
-    by_label: dict[str, list[Example]] = {}
-    for ex in examples:
-        by_label.setdefault(ex.label, []).append(ex)
-    train: list[Example] = []
-    held: list[Example] = []
-    for label in sorted(by_label):
-        items = by_label[label]
-        order = rng.permutation(len(items))
-        n_held = max(round(len(items) * share), 1) if len(items) > 1 else 0
-        held += [items[i] for i in order[:n_held]]
-        train += [items[i] for i in order[n_held:]]
-    return train, held
+    mask = held_out_mask([e.label for e in examples], share, seed)
+    return (
+        [e for e, m in zip(examples, mask, strict=True) if not m],
+        [e for e, m in zip(examples, mask, strict=True) if m],
+    )
+
+
+def calibration_mask(examples: Sequence[Example]) -> npt.NDArray[np.bool_]:
+    """The examples that ``gateway finetune-router`` keeps unseen, for fitting thresholds.
+
+    A stratified ``HOLDOUT_SHARE`` of the router's own examples; background lines by a
+    hash of their text, so that which lines an encoder filters out changes nothing.
+    """
+    own = np.array([e.source != BACKGROUND_SOURCE for e in examples], dtype=bool)
+    mask = np.zeros(len(examples), dtype=bool)
+    mask[own] = held_out_mask(
+        [e.label for e in examples if e.source != BACKGROUND_SOURCE], HOLDOUT_SHARE
+    )
+    for i in np.flatnonzero(~own):
+        digest = hashlib.sha256(examples[int(i)].text.encode("utf-8")).digest()
+        mask[i] = digest[0] % round(1 / HOLDOUT_SHARE) == 0
+    return mask
 
 
 def cache_key(
@@ -85,24 +138,39 @@ def cache_key(
     settings: ThresholdSettings,
     validation: Sequence[Example],
     c: float,
+    background: Background = NO_BACKGROUND,
 ) -> str:
-    payload = json.dumps({
-        "format": CACHE_FORMAT, "encoder": fingerprint, "c": c,
-        "thresholds": settings.model_dump(mode="json"),
-        "train": [(e.text, e.label) for e in examples],
-        "val": [(e.text, e.label) for e in validation],
-    })  # fmt: skip
+    payload = json.dumps(
+        {
+            "format": CACHE_FORMAT,
+            "encoder": fingerprint,
+            "c": c,
+            "thresholds": settings.model_dump(mode="json"),
+            "train": [(e.text, e.label) for e in examples],
+            "val": [(e.text, e.label) for e in validation],
+            "background": [list(background.texts), background.max_similarity],
+        }
+    )
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:32]
 
 
 def _save(path: Path, trained: TrainedClassifier) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, weights=trained.head.weights, bias=trained.head.bias,
-             labels=np.array(trained.head.labels),
-             thresholds=np.array([trained.thresholds.min_confidence,
-                                  trained.thresholds.clarify_margin,
-                                  trained.thresholds.oos_ratio]))  # fmt: skip
+    np.savez(
+        tmp,
+        weights=trained.head.weights,
+        bias=trained.head.bias,
+        labels=np.array(trained.head.labels),
+        thresholds=np.array(
+            [
+                trained.thresholds.min_confidence,
+                trained.thresholds.clarify_margin,
+                trained.thresholds.oos_ratio,
+            ]
+        ),
+        n_background=np.array(trained.n_background),
+    )
     tmp.replace(path)
 
 
@@ -115,9 +183,27 @@ def _load(path: Path) -> TrainedClassifier | None:
                 data["bias"].astype(np.float32),
             )
             t = data["thresholds"]
-            return TrainedClassifier(head, Thresholds(float(t[0]), float(t[1]), float(t[2])))
+            thresholds = Thresholds(float(t[0]), float(t[1]), float(t[2]))
+            return TrainedClassifier(head, thresholds, int(data["n_background"]))
     except (OSError, KeyError, ValueError, IndexError):  # unreadable or older format: retrain
         return None
+
+
+def with_background(
+    examples: Sequence[Example], x: Matrix, encode: EncodeSync, background: Background
+) -> tuple[list[Example], Matrix]:
+    """``examples`` plus the background lines far enough from every in-scope example."""
+    if not background.texts:
+        return list(examples), x
+    bx = encode(list(background.texts))
+    in_scope = np.array([e.label != OOS_LABEL for e in examples], dtype=bool)
+    keep = far_enough(bx, x[in_scope], background.max_similarity)
+    extra = [
+        Example(t, OOS_LABEL, BACKGROUND_SOURCE)
+        for t, k in zip(background.texts, keep, strict=True)
+        if k
+    ]
+    return list(examples) + extra, np.concatenate([x, bx[keep]])
 
 
 def train_classifier(
@@ -126,36 +212,48 @@ def train_classifier(
     settings: ThresholdSettings,
     validation: Sequence[Example] = (),
     c: float = 20.0,
+    background: Background = NO_BACKGROUND,
 ) -> TrainedClassifier:
-    """Train on ``examples``; fit thresholds on ``validation`` or on a held-out share."""
-    fit_on = list(validation)
-    train = list(examples)
-    if not fit_on:
-        train, fit_on = stratified_split(examples, HOLDOUT_SHARE)
-    x_train = encode([e.text for e in train])
-    head = train_head(x_train, [e.label for e in train], c=c)
-    probs = head.probabilities(encode([e.text for e in fit_on]))
-    fitted = fit_thresholds(
-        head,
-        probs,
-        [e.label for e in fit_on],
-        settings.target_false_refusal,
-        settings.target_clarify_rate,
-    )
-    if not validation:  # retrain on everything now that the thresholds are fitted
-        head = train_head(
-            np.concatenate([x_train, encode([e.text for e in fit_on])]),
-            [e.label for e in train] + [e.label for e in fit_on],
-            c=c,
+    """Train on ``examples`` (+ background); fit thresholds on ``validation`` or out of fold."""
+    x = encode([e.text for e in examples])
+    train, x = with_background(examples, x, encode, background)
+    labels = [e.label for e in train]
+    if validation or settings.calibration is Calibration.HOLDOUT:
+        if validation:
+            x_fit, fit_labels = x, labels
+            x_held = encode([e.text for e in validation])
+            held_labels = [e.label for e in validation]
+        else:
+            held = calibration_mask(train)
+            x_fit, fit_labels = x[~held], [lb for lb, h in zip(labels, held, strict=True) if not h]
+            x_held, held_labels = x[held], [lb for lb, h in zip(labels, held, strict=True) if h]
+        first = train_head(x_fit, fit_labels, c=c)
+        fitted = fit_thresholds(
+            first,
+            first.probabilities(x_held),
+            held_labels,
+            settings.target_false_refusal,
+            settings.target_clarify_rate,
+        )
+        if validation:  # the head that serves learns from both
+            x, labels = np.concatenate([x, x_held]), labels + held_labels
+        head = train_head(x, labels, c=c)
+    else:
+        head = train_head(x, labels, c=c)
+        probs = out_of_fold_probabilities(x, labels, head.labels, settings.cv_folds, c)
+        fitted = fit_thresholds(
+            head, probs, labels, settings.target_false_refusal, settings.target_clarify_rate
         )
     thresholds = Thresholds(
-        min_confidence=fitted.min_confidence if settings.out_of_scope == "auto"
+        min_confidence=fitted.min_confidence
+        if settings.out_of_scope == "auto"
         else float(settings.out_of_scope),
-        clarify_margin=fitted.clarify_margin if settings.clarify_margin == "auto"
+        clarify_margin=fitted.clarify_margin
+        if settings.clarify_margin == "auto"
         else float(settings.clarify_margin),
         oos_ratio=fitted.oos_ratio if settings.out_of_scope == "auto" else 1.0,
-    )  # fmt: skip
-    return TrainedClassifier(head, thresholds)
+    )
+    return TrainedClassifier(head, thresholds, len(train) - len(examples))
 
 
 def cached_classifier(
@@ -166,12 +264,14 @@ def cached_classifier(
     cache_dir: Path,
     validation: Sequence[Example] = (),
     c: float = 20.0,
+    background: Background = NO_BACKGROUND,
 ) -> TrainedClassifier:
     """``train_classifier`` with its result cached on disk by a hash of every input."""
-    path = cache_dir / "heads" / f"{cache_key(fingerprint, examples, settings, validation, c)}.npz"
+    key = cache_key(fingerprint, examples, settings, validation, c, background)
+    path = cache_dir / "heads" / f"{key}.npz"
     cached = _load(path)
     if cached is not None:
         return cached
-    trained = train_classifier(examples, encode, settings, validation, c)
+    trained = train_classifier(examples, encode, settings, validation, c, background)
     _save(path, trained)
     return trained
