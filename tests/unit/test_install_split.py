@@ -101,11 +101,6 @@ print("ok")
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="router.classifier.train_head imports scikit-learn (training extras) until it "
-    "trains with numpy; remove this marker when it does",
-)
 def test_a_worker_builds_without_the_training_stack(tmp_path: Path) -> None:
     """Encoder export, router heads (trained from scratch) and the cache: what a worker
     builds at start-up, with everything only the dev lock has made unimportable."""
