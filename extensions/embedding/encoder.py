@@ -110,9 +110,21 @@ class BatchingEncoder:
         text with the same beginning. An encoder without a window never cuts."""
         return self._window is None or self._window.fits(text)
 
-    def encode_sync(self, texts: Sequence[str]) -> Vectors:
-        """Blocking encode, for commands and start-up (never call it on the event loop)."""
-        return self._encode_fn(list(texts))
+    def encode_sync(self, texts: Sequence[str], batch_size: int = 64) -> Vectors:
+        """Blocking encode, for commands and start-up (never call it on the event loop).
+
+        Texts go to the model in batches of similar length (sorted by characters): one
+        batch of ten thousand texts would pad them all to the longest and hold attention
+        tensors of many gigabytes.
+        """
+        if len(texts) <= batch_size:
+            return self._encode_fn(list(texts))
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.empty((len(texts), self._dim), dtype=np.float32)
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            out[rows] = self._encode_fn([texts[i] for i in rows])
+        return out
 
     async def encode(self, texts: Sequence[str]) -> Vectors:
         if not texts:
