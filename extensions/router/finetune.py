@@ -85,7 +85,7 @@ def fine_tune(
     st[0].auto_model.embeddings.word_embeddings.weight.requires_grad_(False)
     labels = sorted({e.label for e in examples})
     index = {label: i for i, label in enumerate(labels)}
-    dim = int(st.get_sentence_embedding_dimension())
+    dim = int(st.get_embedding_dimension())
     head = torch.nn.Linear(dim, len(labels), bias=False)
     torch.nn.init.normal_(head.weight, std=0.02)
     optimiser = torch.optim.AdamW(
