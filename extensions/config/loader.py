@@ -107,14 +107,45 @@ def config_chain(path: Path) -> list[Path]:
     return chain
 
 
+def _anchor_example_files(layer: dict[str, object], folder: Path) -> None:
+    """Make a layer's relative ``routers.*.intents[].examples_file`` paths relative to the
+    file that wrote them: an overlay in another folder extends a base whose example files
+    sit next to the base."""
+    routers = layer.get("routers")
+    if not isinstance(routers, dict):
+        return
+    for router in routers.values():
+        intents = router.get("intents") if isinstance(router, dict) else None
+        for intent in intents if isinstance(intents, list) else []:
+            name = intent.get("examples_file") if isinstance(intent, dict) else None
+            if isinstance(name, str) and not Path(name).is_absolute():
+                intent["examples_file"] = str(folder / name)
+
+
 def read_gateway_yaml(path: Path) -> dict[str, object]:
-    """gateway.yaml with what it ``extends`` merged underneath."""
+    """gateway.yaml with what it ``extends`` merged underneath; a base's relative example
+    files are anchored to the base's folder."""
     data: dict[str, object] = {}
     for file in config_chain(path):
         layer = read_yaml_mapping(file)
         layer.pop(EXTENDS, None)
+        if file != path:
+            _anchor_example_files(layer, file.parent)
         data = _merge(data, layer)
     return data
+
+
+def missing_example_files(config: GatewayConfig, folder: Path) -> list[str]:
+    """``examples_file`` entries that name no readable file (relative to ``folder``)."""
+    problems = []
+    for name, router in config.routers.items():
+        for i, intent in enumerate(router.intents):
+            if intent.examples_file is not None and not (folder / intent.examples_file).is_file():
+                problems.append(
+                    f"routers.{name}.intents[{i}].examples_file: no such file "
+                    f"{folder / intent.examples_file} (a path relative to the file that names it)"
+                )
+    return problems
 
 
 def load_gateway_config(
@@ -141,6 +172,9 @@ def load_gateway_config(
         config = GatewayConfig.model_validate(data)
     except ValidationError as exc:
         raise from_validation_error(p, exc) from exc
+    problems = missing_example_files(config, p.parent)
+    if problems:
+        raise ConfigError(p, problems)
     if model_groups is not None:
         problems = reference_problems(config, model_groups)
         if problems:

@@ -122,3 +122,36 @@ def test_extends_cycle_and_bad_value_are_config_errors(tmp_path: Path) -> None:
     a.write_text("extends: [b.yaml]\n")
     with pytest.raises(ConfigError, match="extends: expected a file path"):
         load_gateway_config(a, None, {})
+
+
+ROUTER = """version: 1
+routers:
+  bot:
+    description: a test router
+    default: {model: gpt-sim}
+    out_of_scope: {responses: [sorry]}
+    intents:
+      - {name: a, description: intent a, examples_file: examples/a.txt, action: route,
+         route: {model: gpt-sim}}
+      - {name: b, description: intent b, examples: [b one, b two], action: route,
+         route: {model: gpt-sim}}
+"""
+
+
+def test_an_overlay_elsewhere_reads_the_base_s_example_files(tmp_path: Path) -> None:
+    (tmp_path / "examples").mkdir()
+    (tmp_path / "examples" / "a.txt").write_text("a one\na two\n")
+    (tmp_path / "gateway.yaml").write_text(ROUTER)
+    (tmp_path / "bench").mkdir()
+    overlay = tmp_path / "bench" / "gateway.yaml"
+    overlay.write_text("version: 1\nextends: ../gateway.yaml\n")
+    config = load_gateway_config(overlay)
+    examples_file = config.routers["bot"].intents[0].examples_file
+    assert examples_file is not None
+    assert (overlay.parent / examples_file).read_text() == "a one\na two\n"
+
+
+def test_a_missing_examples_file_is_a_config_error(tmp_path: Path) -> None:
+    path = write(tmp_path, ROUTER)
+    with pytest.raises(ConfigError, match=r"routers\.bot\.intents\[0\]\.examples_file: no such"):
+        load_gateway_config(path)
