@@ -138,17 +138,20 @@ routers:
 """
 
 
-def test_an_overlay_elsewhere_reads_the_base_s_example_files(tmp_path: Path) -> None:
+def test_an_overlay_elsewhere_reads_the_base_s_example_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "examples").mkdir()
     (tmp_path / "examples" / "a.txt").write_text("a one\na two\n")
     (tmp_path / "gateway.yaml").write_text(ROUTER)
     (tmp_path / "bench").mkdir()
     overlay = tmp_path / "bench" / "gateway.yaml"
     overlay.write_text("version: 1\nextends: ../gateway.yaml\n")
-    config = load_gateway_config(overlay)
-    examples_file = config.routers["bot"].intents[0].examples_file
-    assert examples_file is not None
-    assert (overlay.parent / examples_file).read_text() == "a one\na two\n"
+    monkeypatch.chdir(tmp_path)
+    for given in (overlay, Path("bench/gateway.yaml")):  # absolute, and relative to the cwd
+        examples_file = load_gateway_config(given).routers["bot"].intents[0].examples_file
+        assert examples_file is not None
+        assert (given.parent / examples_file).read_text() == "a one\na two\n"
 
 
 def test_a_missing_examples_file_is_a_config_error(tmp_path: Path) -> None:
