@@ -91,37 +91,27 @@ def _merge(base: dict[str, object], over: dict[str, object]) -> dict[str, object
     return out
 
 
-def _layers(path: Path) -> list[tuple[Path, Path]]:
-    """Each file of the chain (base first) with the folder it is written from as seen
-    from ``path`` (symbolic links not followed: a mounted ConfigMap's files all sit in
-    the mounted folder, whatever timestamped folder their links point into)."""
-    layers: list[tuple[Path, Path]] = []
+def config_chain(path: Path) -> list[Path]:
+    """The file and, through ``extends: <path relative to it>``, the files it builds on
+    (base first; bases resolved through links). An overlay holds only what differs,
+    e.g. a deployment's Redis."""
+    chain: list[Path] = []
     current: Path | None = path
-    folder = path.parent
     while current is not None:
-        if current in [file for file, _ in layers]:
+        if current in chain:
             raise ConfigError(path, [f"{EXTENDS}: cycle through {current}"])
-        layers.insert(0, (current, folder))
+        chain.insert(0, current)
         parent = read_yaml_mapping(current).get(EXTENDS)
         if parent is not None and not isinstance(parent, str):
             raise ConfigError(current, [f"{EXTENDS}: expected a file path, got {parent!r}"])
-        if parent:
-            folder = Path(os.path.normpath(folder / parent)).parent
         current = (current.parent / parent).resolve() if parent else None
-    return layers
+    return chain
 
 
-def config_chain(path: Path) -> list[Path]:
-    """The file and, through ``extends: <path relative to it>``, the files it builds on
-    (base first). An overlay holds only what differs, e.g. a deployment's Redis."""
-    return [file for file, _ in _layers(path)]
-
-
-def _anchor_example_files(layer: dict[str, object], folder: Path, top: Path) -> None:
-    """Rewrite a base layer's relative ``routers.*.intents[].examples_file`` paths, written
-    relative to the base's ``folder``, relative to the ``top`` file's folder, where they
-    are read from: an overlay in another folder extends a base whose example files sit
-    next to the base."""
+def _anchor_example_files(layer: dict[str, object], folder: Path) -> None:
+    """Make a base layer's relative ``routers.*.intents[].examples_file`` paths absolute,
+    in the base's ``folder``: an overlay in another folder extends a base whose example
+    files sit next to the base."""
     routers = layer.get("routers")
     if not isinstance(routers, dict):
         return
@@ -130,19 +120,21 @@ def _anchor_example_files(layer: dict[str, object], folder: Path, top: Path) -> 
         for intent in intents if isinstance(intents, list) else []:
             name = intent.get("examples_file") if isinstance(intent, dict) else None
             if isinstance(name, str) and not Path(name).is_absolute():
-                intent["examples_file"] = os.path.relpath(folder / name, top)
+                intent["examples_file"] = str(folder / name)
 
 
 def read_gateway_yaml(path: Path) -> dict[str, object]:
     """gateway.yaml with what it ``extends`` merged underneath; a base's relative example
     files are anchored to the base's folder."""
     data: dict[str, object] = {}
-    top = Path(os.path.normpath(path.parent))
-    for file, folder in _layers(path):
+    top = path.resolve().parent
+    for file in config_chain(path):
         layer = read_yaml_mapping(file)
         layer.pop(EXTENDS, None)
-        if folder != top:
-            _anchor_example_files(layer, folder, top)
+        # a base in the overlay's own folder (a ConfigMap's files all resolve into one
+        # timestamped folder) keeps its relative paths: nothing time-stamped leaks in
+        if file != path and file.parent != top:
+            _anchor_example_files(layer, file.parent)
         data = _merge(data, layer)
     return data
 

@@ -32,24 +32,26 @@ def fold_ids(labels: Sequence[str], k: int, seed: int = 0) -> npt.NDArray[np.int
 
 def out_of_fold_probabilities(
     x: Matrix, labels: Sequence[str], classes: Sequence[str], k: int, c: float
-) -> Matrix:
-    """Each row's probabilities over ``classes`` from a head trained without its fold.
+) -> tuple[Matrix, npt.NDArray[np.bool_]]:
+    """Each row's probabilities over ``classes`` from a head trained without its fold, and
+    which rows were scored.
 
-    A label missing from a fold's training rows (too few examples) gets probability 0
-    in that fold.
+    A row is left unscored when its fold's other rows hold fewer than two labels (no head
+    to train) or lack the row's own label (an intent with one example: its probability
+    would be 0, and it would be fitted as if it were off-topic).
     """
     folds = fold_ids(labels, k)
     y = np.asarray(labels)
     column = {label: i for i, label in enumerate(classes)}
     out = np.zeros((len(y), len(classes)), dtype=np.float32)
+    scored = np.zeros(len(y), dtype=bool)
     for fold in range(k):
         held = folds == fold
-        if not held.any():
-            continue
         train = ~held
-        if len(set(y[train])) < 2:
-            raise ValueError("cross-validation needs two labels in every fold's training rows")
+        if not held.any() or len(set(y[train])) < 2:
+            continue
         head = train_head(x[train], list(y[train]), c=c)
         cols = np.array([column[label] for label in head.labels], dtype=np.int64)
         out[np.ix_(np.flatnonzero(held), cols)] = head.probabilities(x[held])
-    return out
+        scored |= held & np.isin(y, head.labels)
+    return out, scored

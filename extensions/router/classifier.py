@@ -103,6 +103,13 @@ def _in_scope_top(head: Head, probs: Matrix) -> tuple[npt.NDArray[np.int64], Mat
 OOS_RATIOS = (1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 34.0, float("inf"))
 
 
+def _oos_wins(p_oos: Matrix, top1: Matrix, ratio: float) -> npt.NDArray[np.bool_]:
+    """Rows the ``oos`` class refuses at ``ratio`` (``inf``: none)."""
+    if ratio == float("inf"):
+        return np.zeros(len(top1), dtype=bool)
+    return np.asarray(p_oos >= ratio * top1)
+
+
 def _confidence_for_budget(top1: Matrix, allowed: int) -> float:
     """The highest ``min_confidence`` that refuses at most ``allowed`` of these rows."""
     if allowed <= 0 or len(top1) == 0:
@@ -135,21 +142,24 @@ def fit_thresholds(
     _, top1, top2 = _in_scope_top(head, probs)
     allowed = int(np.floor(target_false_refusal * in_scope.sum() + 0.5))  # nearest count
     p_oos = probs[:, head.labels.index(OOS_LABEL)] if OOS_LABEL in head.labels else None
-    if p_oos is None or in_scope.all():
+    if p_oos is None:
         min_conf, ratio = _confidence_for_budget(top1[in_scope], allowed), 1.0
     else:
+        # every ratio's own refusals count against the budget, also when no fitting row is
+        # out of scope (then recall is 0 throughout and the highest floor wins)
         best = (-1.0, -1.0, float("inf"))
         for r in OOS_RATIOS:
-            oos_wins = p_oos >= r * top1
+            oos_wins = _oos_wins(p_oos, top1, r)
             left = allowed - int(oos_wins[in_scope].sum())
             if left < 0:
                 continue
             t = _confidence_for_budget(top1[in_scope & ~oos_wins], left)
-            recall = float(np.mean((oos_wins | (top1 < t))[~in_scope]))
+            refused = (oos_wins | (top1 < t))[~in_scope]
+            recall = float(refused.mean()) if len(refused) else 0.0
             if (recall, t) > best[:2]:
                 best = (recall, t, r)
         _, min_conf, ratio = best
-    oos_wins = p_oos >= ratio * top1 if p_oos is not None else np.zeros(len(y), bool)
+    oos_wins = _oos_wins(p_oos, top1, ratio) if p_oos is not None else np.zeros(len(y), bool)
     margins = (top1 - top2)[in_scope & ~oos_wins & (top1 >= min_conf)]
     clarify = (
         float(np.quantile(margins, target_clarify_rate, method="lower")) if len(margins) else 0.0

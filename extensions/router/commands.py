@@ -8,6 +8,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from extensions.config.loader import load_gateway_config
 from extensions.embedding.encoder import sentence_encoder
 from extensions.embedding.settings import Embedding, Quantize
@@ -72,7 +74,12 @@ def eval_router(args: argparse.Namespace) -> int:
         }.items()
         if v is not None
     }
-    thresholds = Thresholds(**overrides)
+    try:
+        thresholds = Thresholds(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        print(f"gateway eval-router: {problems}", file=sys.stderr)
+        return 2
     background = _background(args)
     if args.fine_tune:
         # thresholds are fitted on a share the fine-tuned encoder never sees, unless a

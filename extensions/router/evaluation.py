@@ -154,7 +154,7 @@ def evaluate(
         else (
             f"{settings.cv_folds}-fold cross-validation"
             if settings.calibration is Calibration.CROSS_VALIDATION
-            else "held-out share unseen by the fine-tuned encoder"
+            else "held-out share of the examples (unseen by a fine-tuned encoder)"
         ),
         n_background=trained.n_background,
         train_seconds=train_s,

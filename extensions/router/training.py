@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +36,9 @@ from extensions.router.settings import Thresholds as ThresholdSettings
 
 EncodeSync = Callable[[list[str]], Matrix]
 HOLDOUT_SHARE = 0.2
-CACHE_FORMAT = 3  # bump when what is cached changes
+CACHE_FORMAT = 4  # bump when what is cached changes
 BACKGROUND_SOURCE = "background"
+logger = logging.getLogger("gateway.router")
 
 
 @dataclass(frozen=True)
@@ -240,9 +242,21 @@ def train_classifier(
         head = train_head(x, labels, c=c)
     else:
         head = train_head(x, labels, c=c)
-        probs = out_of_fold_probabilities(x, labels, head.labels, settings.cv_folds, c)
+        probs, scored = out_of_fold_probabilities(x, labels, head.labels, settings.cv_folds, c)
+        fit_labels = [label for label, s in zip(labels, scored, strict=True) if s]
+        if all(label == OOS_LABEL for label in fit_labels):
+            # too few examples to cross-validate (e.g. one per intent): the head's own
+            # probabilities, optimistic; a router this small is checked by hand anyway
+            logger.warning(
+                "router examples too few for cross-validation: thresholds fitted in-sample"
+            )
+            probs, fit_labels, scored = head.probabilities(x), labels, np.ones(len(labels), bool)
         fitted = fit_thresholds(
-            head, probs, labels, settings.target_false_refusal, settings.target_clarify_rate
+            head,
+            probs[scored],
+            fit_labels,
+            settings.target_false_refusal,
+            settings.target_clarify_rate,
         )
     thresholds = Thresholds(
         min_confidence=fitted.min_confidence

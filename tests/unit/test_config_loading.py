@@ -158,3 +158,20 @@ def test_a_missing_examples_file_is_a_config_error(tmp_path: Path) -> None:
     path = write(tmp_path, ROUTER)
     with pytest.raises(ConfigError, match=r"routers\.bot\.intents\[0\]\.examples_file: no such"):
         load_gateway_config(path)
+
+
+def test_a_linked_base_s_example_files_are_read_next_to_the_file_linked_to(
+    tmp_path: Path,
+) -> None:
+    shared = tmp_path / "shared"
+    (shared / "examples").mkdir(parents=True)
+    (shared / "examples" / "a.txt").write_text("a one\na two\n")
+    (shared / "common.yaml").write_text(ROUTER)
+    (shared / "base.yaml").write_text("version: 1\nextends: common.yaml\n")
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "base.yaml").symlink_to(shared / "base.yaml")
+    top = tmp_path / "cfg" / "gateway.yaml"
+    top.write_text("version: 1\nextends: base.yaml\n")
+    examples_file = load_gateway_config(top).routers["bot"].intents[0].examples_file
+    assert examples_file is not None
+    assert (top.parent / examples_file).read_text() == "a one\na two\n"

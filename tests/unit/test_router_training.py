@@ -88,7 +88,7 @@ def test_train_head_is_fast_for_a_small_router() -> None:
     x, y = blobs(k=8, n=14, d=384, spread=1.0)  # the demo router's size
     started = time.perf_counter()
     train_head(x, [str(v) for v in y])
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < 10.0  # about 0.1 s alone; CI's cores are shared
 
 
 def test_serving_modules_do_not_import_heavy_training_libraries() -> None:
@@ -117,9 +117,10 @@ def test_folds_are_stratified_and_out_of_fold_rows_are_unseen() -> None:
     names = ["a" if v else "b" for v in y]
     x = np.concatenate([x, x[:1] * -1])
     names.append("lone")
-    probs = out_of_fold_probabilities(x, names, ("a", "b", "lone"), 5, 20.0)
+    probs, scored = out_of_fold_probabilities(x, names, ("a", "b", "lone"), 5, 20.0)
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
-    assert probs[-1, 2] == 0.0  # scored by heads that never saw it
+    assert probs[-1, 2] == 0.0  # scored by heads that never saw it...
+    assert scored[:-1].all() and not scored[-1]  # ...so it is left out of the fitting
     in_sample = train_head(x, names).probabilities(x)
     assert in_sample[-1, 2] > 0.5
 
@@ -199,3 +200,23 @@ def test_train_classifier_adds_background_and_fits_out_of_fold() -> None:
     assert classify_row(trained.head, probs[1], trained.thresholds).intent == "b"
     holdout = Thresholds(calibration=Calibration.HOLDOUT)
     assert train_classifier(examples, encode_letters, holdout).head.labels == ("a", "b", "c")
+
+
+def test_a_tiny_router_trains_with_cross_validation() -> None:
+    """Two intents, one with a single example, no background: some folds cannot train a
+    head; the router still trains (it used to raise at start-up)."""
+    examples = [Example("a0", "a")] + [Example(f"b{i}", "b") for i in range(5)]
+    trained = train_classifier(examples, encode_letters, Thresholds())
+    assert trained.head.labels == ("a", "b")
+    one_each = [Example("a0", "a"), Example("b0", "b")]  # nothing to cross-validate
+    assert train_classifier(one_each, encode_letters, Thresholds()).head.labels == ("a", "b")
+
+
+def test_the_oos_class_stays_within_the_budget_without_off_topic_rows() -> None:
+    """A head with an oos class fitted on in-scope rows only: the oos rule's own refusals
+    count against the budget (they once came on top of it: 29 of 200 at 1%)."""
+    head = Head(("a", "b", OOS_LABEL), np.eye(3, dtype=np.float32), np.zeros(3, np.float32))
+    rows = np.array([[0.69, 0.3, 0.01]] * 180 + [[0.3, 0.1, 0.6]] * 20, np.float32)
+    t = fit_thresholds(head, rows, ["a"] * 200, target_false_refusal=0.01, target_clarify_rate=0)
+    refused = sum(classify_row(head, r, t).verdict is Verdict.OUT_OF_SCOPE for r in rows)
+    assert refused <= 2
