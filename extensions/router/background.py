@@ -9,14 +9,19 @@ more similar than ``max_similarity``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from importlib import resources
 
 import numpy as np
 import numpy.typing as npt
 
-from extensions.router.classifier import Matrix
+from extensions.router.classifier import OOS_LABEL, Matrix
+from extensions.router.examples import BACKGROUND_SOURCE, Example
+from extensions.router.settings import BackgroundCorpus
 
 CORPUS = "data/off_topic.txt"
+EncodeSync = Callable[[list[str]], Matrix]
 
 
 def corpus_lines() -> list[str]:
@@ -36,3 +41,37 @@ def far_enough(
         block = candidates @ in_scope[start : start + 4096].T
         np.maximum(nearest, block.max(axis=1), out=nearest)
     return nearest <= max_similarity
+
+
+@dataclass(frozen=True)
+class Background:
+    """Generic off-topic lines added to the ``oos`` class, minus those near an intent."""
+
+    texts: tuple[str, ...] = ()
+    max_similarity: float = 0.6
+
+    @classmethod
+    def from_settings(cls, settings: BackgroundCorpus) -> Background:
+        if not settings.enabled:
+            return cls()
+        return cls(tuple(corpus_lines()), settings.max_similarity)
+
+
+NO_BACKGROUND = Background()
+
+
+def with_background(
+    examples: Sequence[Example], x: Matrix, encode: EncodeSync, background: Background
+) -> tuple[list[Example], Matrix]:
+    """``examples`` plus the background lines far enough from every in-scope example."""
+    if not background.texts:
+        return list(examples), x
+    bx = encode(list(background.texts))
+    in_scope = np.array([e.label != OOS_LABEL for e in examples], dtype=bool)
+    keep = far_enough(bx, x[in_scope], background.max_similarity)
+    extra = [
+        Example(t, OOS_LABEL, BACKGROUND_SOURCE)
+        for t, k in zip(background.texts, keep, strict=True)
+        if k
+    ]
+    return list(examples) + extra, np.concatenate([x, bx[keep]])

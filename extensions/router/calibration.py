@@ -8,12 +8,14 @@ from all the examples instead of a fifth of them.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
 
 from extensions.router.classifier import Matrix, train_head
+from extensions.router.examples import BACKGROUND_SOURCE, Example, held_out_mask
 
 
 def fold_ids(labels: Sequence[str], k: int, seed: int = 0) -> npt.NDArray[np.int64]:
@@ -55,3 +57,23 @@ def out_of_fold_probabilities(
         out[np.ix_(np.flatnonzero(held), cols)] = head.probabilities(x[held])
         scored |= held & np.isin(y, head.labels)
     return out, scored
+
+
+HOLDOUT_SHARE = 0.2
+
+
+def calibration_mask(examples: Sequence[Example]) -> npt.NDArray[np.bool_]:
+    """The examples that ``gateway finetune-router`` keeps unseen, for fitting thresholds.
+
+    A stratified ``HOLDOUT_SHARE`` of the router's own examples; background lines by a
+    hash of their text, so that which lines an encoder filters out changes nothing.
+    """
+    own = np.array([e.source != BACKGROUND_SOURCE for e in examples], dtype=bool)
+    mask = np.zeros(len(examples), dtype=bool)
+    mask[own] = held_out_mask(
+        [e.label for e in examples if e.source != BACKGROUND_SOURCE], HOLDOUT_SHARE
+    )
+    for i in np.flatnonzero(~own):
+        digest = hashlib.sha256(examples[int(i)].text.encode("utf-8")).digest()
+        mask[i] = digest[0] % round(1 / HOLDOUT_SHARE) == 0
+    return mask

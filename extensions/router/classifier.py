@@ -7,6 +7,7 @@ L2-normalised embeddings, trained as an L2-regularised multinomial logistic regr
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -14,6 +15,8 @@ import numpy as np
 import numpy.typing as npt
 
 from extensions.router.logreg import fit_multinomial
+
+logger = logging.getLogger("gateway.router")
 
 Matrix = npt.NDArray[np.float32]
 OOS_LABEL = "oos"
@@ -58,6 +61,10 @@ def train_head(
     index = {label: i for i, label in enumerate(classes)}
     y = np.array([index[label] for label in labels], dtype=np.int64)
     fit = fit_multinomial(np.asarray(x, dtype=np.float32), y, len(classes), c, sample_weight)
+    if not fit.converged:
+        logger.warning(
+            "router head: L-BFGS stopped after %d iterations unconverged", fit.iterations
+        )
     return Head(labels=classes, weights=fit.weights, bias=fit.bias)
 
 

@@ -13,18 +13,12 @@ from pydantic import ValidationError
 from extensions.config.loader import load_gateway_config
 from extensions.embedding.encoder import sentence_encoder
 from extensions.embedding.settings import Embedding, Quantize
+from extensions.router.background import NO_BACKGROUND, Background, with_background
 from extensions.router.datasets import DatasetError, load_examples
 from extensions.router.evaluation import evaluate, write_json
+from extensions.router.examples import Example, router_examples, stratified_split
 from extensions.router.finetune import FineTuneSettings, fine_tune
 from extensions.router.settings import BackgroundCorpus, Calibration, Thresholds
-from extensions.router.training import (
-    NO_BACKGROUND,
-    Background,
-    Example,
-    router_examples,
-    stratified_split,
-    with_background,
-)
 
 
 def _with_background_for(

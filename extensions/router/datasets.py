@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from extensions.router.classifier import OOS_LABEL
-from extensions.router.training import Example
+from extensions.router.examples import Example
 
 # default JSON splits per role, by layout (recognised by the keys present)
 _LAYOUTS = {

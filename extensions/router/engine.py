@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from extensions.embedding.encoder import BatchingEncoder, Vectors
+from extensions.router.background import Background
 from extensions.router.classifier import (
     Classification,
     Head,
@@ -23,9 +24,10 @@ from extensions.router.classifier import (
 )
 from extensions.router.conversation import find_follow_up, text_to_classify
 from extensions.router.decide import DEFAULT_INTENT, Decision, decide
+from extensions.router.examples import router_examples
 from extensions.router.llm_classifier import LlmIntentClassifier
 from extensions.router.settings import Router
-from extensions.router.training import Background, cached_classifier, router_examples
+from extensions.router.training import cached_classifier
 
 
 @dataclass(frozen=True)

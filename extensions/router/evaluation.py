@@ -14,16 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from extensions.embedding.encoder import BatchingEncoder
+from extensions.router.background import NO_BACKGROUND, Background
 from extensions.router.classifier import OOS_LABEL, Verdict, classify_row
+from extensions.router.examples import Example
 from extensions.router.settings import Calibration
 from extensions.router.settings import Thresholds as ThresholdSettings
-from extensions.router.training import (
-    NO_BACKGROUND,
-    Background,
-    Example,
-    TrainedClassifier,
-    train_classifier,
-)
+from extensions.router.training import TrainedClassifier, train_classifier
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from extensions.embedding.encoder import resolve_model_path
-from extensions.router.training import Example, calibration_mask
+from extensions.router.calibration import calibration_mask
+from extensions.router.examples import Example
 
 
 @dataclass(frozen=True)

@@ -13,56 +13,27 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
 
-from extensions.router.background import corpus_lines, far_enough
-from extensions.router.calibration import out_of_fold_probabilities
+from extensions.router.background import NO_BACKGROUND, Background, EncodeSync, with_background
+from extensions.router.calibration import calibration_mask, out_of_fold_probabilities
 from extensions.router.classifier import (
     OOS_LABEL,
     Head,
-    Matrix,
     Thresholds,
     fit_thresholds,
     train_head,
 )
-from extensions.router.decide import DEFAULT_INTENT
-from extensions.router.settings import BackgroundCorpus, Calibration, Router
+from extensions.router.examples import Example
+from extensions.router.settings import Calibration
 from extensions.router.settings import Thresholds as ThresholdSettings
 
-EncodeSync = Callable[[list[str]], Matrix]
-HOLDOUT_SHARE = 0.2
 CACHE_FORMAT = 4  # bump when what is cached changes
-BACKGROUND_SOURCE = "background"
 logger = logging.getLogger("gateway.router")
-
-
-@dataclass(frozen=True)
-class Background:
-    """Generic off-topic lines added to the ``oos`` class, minus those near an intent."""
-
-    texts: tuple[str, ...] = ()
-    max_similarity: float = 0.6
-
-    @classmethod
-    def from_settings(cls, settings: BackgroundCorpus) -> Background:
-        if not settings.enabled:
-            return cls()
-        return cls(tuple(corpus_lines()), settings.max_similarity)
-
-
-NO_BACKGROUND = Background()
-
-
-@dataclass(frozen=True)
-class Example:
-    text: str
-    label: str
-    source: str = ""  # the file split it came from, for per-source figures
 
 
 @dataclass(frozen=True)
@@ -70,68 +41,6 @@ class TrainedClassifier:
     head: Head
     thresholds: Thresholds
     n_background: int = 0  # background lines in the oos class
-
-
-def read_examples_file(path: Path) -> list[str]:
-    """One example per line; blank lines and lines starting with '#' are skipped."""
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
-
-
-def router_examples(router: Router, base_dir: Path) -> list[Example]:
-    """Every labelled example of a router: intents, ``default`` and out-of-scope."""
-    out: list[Example] = []
-    for intent in router.intents:
-        texts = list(intent.examples)
-        if intent.examples_file is not None:
-            texts += read_examples_file(base_dir / intent.examples_file)
-        out += [Example(t, intent.name) for t in texts]
-    out += [Example(t, DEFAULT_INTENT) for t in router.default.examples]
-    out += [Example(t, OOS_LABEL) for t in router.out_of_scope.examples]
-    return out
-
-
-def held_out_mask(labels: Sequence[str], share: float, seed: int = 0) -> npt.NDArray[np.bool_]:
-    """A stratified ``share`` of each label (at least one, if the label has two or more)."""
-    rng = np.random.default_rng(seed)
-    by_label: dict[str, list[int]] = {}
-    for i, label in enumerate(labels):
-        by_label.setdefault(label, []).append(i)
-    mask = np.zeros(len(labels), dtype=bool)
-    for label in sorted(by_label):
-        rows = by_label[label]
-        order = rng.permutation(len(rows))
-        n_held = max(round(len(rows) * share), 1) if len(rows) > 1 else 0
-        mask[[rows[i] for i in order[:n_held]]] = True
-    return mask
-
-
-def stratified_split(
-    examples: Sequence[Example], share: float, seed: int = 0
-) -> tuple[list[Example], list[Example]]:
-    """Hold out ``share`` of each label (at least one, if the label has two or more)."""
-    mask = held_out_mask([e.label for e in examples], share, seed)
-    return (
-        [e for e, m in zip(examples, mask, strict=True) if not m],
-        [e for e, m in zip(examples, mask, strict=True) if m],
-    )
-
-
-def calibration_mask(examples: Sequence[Example]) -> npt.NDArray[np.bool_]:
-    """The examples that ``gateway finetune-router`` keeps unseen, for fitting thresholds.
-
-    A stratified ``HOLDOUT_SHARE`` of the router's own examples; background lines by a
-    hash of their text, so that which lines an encoder filters out changes nothing.
-    """
-    own = np.array([e.source != BACKGROUND_SOURCE for e in examples], dtype=bool)
-    mask = np.zeros(len(examples), dtype=bool)
-    mask[own] = held_out_mask(
-        [e.label for e in examples if e.source != BACKGROUND_SOURCE], HOLDOUT_SHARE
-    )
-    for i in np.flatnonzero(~own):
-        digest = hashlib.sha256(examples[int(i)].text.encode("utf-8")).digest()
-        mask[i] = digest[0] % round(1 / HOLDOUT_SHARE) == 0
-    return mask
 
 
 def cache_key(
@@ -189,23 +98,6 @@ def _load(path: Path) -> TrainedClassifier | None:
             return TrainedClassifier(head, thresholds, int(data["n_background"]))
     except (OSError, KeyError, ValueError, IndexError):  # unreadable or older format: retrain
         return None
-
-
-def with_background(
-    examples: Sequence[Example], x: Matrix, encode: EncodeSync, background: Background
-) -> tuple[list[Example], Matrix]:
-    """``examples`` plus the background lines far enough from every in-scope example."""
-    if not background.texts:
-        return list(examples), x
-    bx = encode(list(background.texts))
-    in_scope = np.array([e.label != OOS_LABEL for e in examples], dtype=bool)
-    keep = far_enough(bx, x[in_scope], background.max_similarity)
-    extra = [
-        Example(t, OOS_LABEL, BACKGROUND_SOURCE)
-        for t, k in zip(background.texts, keep, strict=True)
-        if k
-    ]
-    return list(examples) + extra, np.concatenate([x, bx[keep]])
 
 
 def train_classifier(

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from extensions.config.loader import load_gateway_config
-from extensions.router.training import router_examples
+from extensions.router.examples import router_examples
 from tests.support.stack import GATEWAY_YAML
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -144,8 +144,8 @@ def test_fake_encoders_never_truncate() -> None:
 
 def test_finetuned_folder_loads_and_matches(tmp_path: Path, cache_dir: Path) -> None:
     """A folder written by ``gateway finetune-router`` (a few real training steps)."""
+    from extensions.router.examples import Example
     from extensions.router.finetune import FineTuneSettings, fine_tune
-    from extensions.router.training import Example
 
     texts = ["reset my password", "I forgot my login", "the app crashes", "it freezes on start"]
     examples = [

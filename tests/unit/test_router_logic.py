@@ -25,8 +25,9 @@ from extensions.router.classifier import (
 from extensions.router.conversation import find_follow_up, render_clarify, text_to_classify
 from extensions.router.datasets import DatasetError, load_examples
 from extensions.router.decide import decide, render_template
+from extensions.router.examples import Example, stratified_split
 from extensions.router.settings import Action, Classify, Router, Turns
-from extensions.router.training import Example, cached_classifier, stratified_split
+from extensions.router.training import cached_classifier
 
 pytestmark = pytest.mark.unit
 

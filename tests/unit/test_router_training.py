@@ -10,8 +10,8 @@ import time
 import numpy as np
 import pytest
 
-from extensions.router.background import corpus_lines, far_enough
-from extensions.router.calibration import fold_ids, out_of_fold_probabilities
+from extensions.router.background import Background, corpus_lines, far_enough
+from extensions.router.calibration import calibration_mask, fold_ids, out_of_fold_probabilities
 from extensions.router.classifier import (
     OOS_LABEL,
     Head,
@@ -20,16 +20,10 @@ from extensions.router.classifier import (
     fit_thresholds,
     train_head,
 )
+from extensions.router.examples import BACKGROUND_SOURCE, Example, stratified_split
 from extensions.router.logreg import Fit, fit_multinomial
 from extensions.router.settings import BackgroundCorpus, Calibration, Thresholds
-from extensions.router.training import (
-    BACKGROUND_SOURCE,
-    Background,
-    Example,
-    calibration_mask,
-    stratified_split,
-    train_classifier,
-)
+from extensions.router.training import train_classifier
 
 pytestmark = pytest.mark.unit
 
