@@ -279,5 +279,6 @@ async def test_a_master_killed_under_load(
     assert all(s.status == 200 for s in sent if s.ended < killed), summary
     assert [s.status for s in after] == [200, 200, 200], summary
     dead_node = f"shard 127.0.0.1:{redis_cluster.nodes[DEAD].port}"
-    log = two.process.log_path.read_text()
-    assert f"Redis unavailable ({dead_node})" in log and f"Redis is back ({dead_node})" in log
+    down_line, back_line = f"Redis unavailable ({dead_node})", f"Redis is back ({dead_node})"
+    log = await two.process.log_with(down_line, back_line)
+    assert down_line in log and back_line in log

@@ -306,7 +306,7 @@ async def test_redis_killed_under_load(
     assert all(s.status == 200 and answered(s) for s in opened), summary
 
     for proxy in (open_proxy, closed_proxy):
-        log = proxy.process.log_path.read_text()
+        log = await proxy.process.log_with("Redis unavailable", "Redis is back")
         assert "Redis unavailable" in log and "Redis is back" in log
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -57,6 +58,17 @@ class ManagedProcess:
                 pass
             time.sleep(0.1)
         raise TimeoutError(f"{self.name} not ready after {timeout_s}s; log:\n{self.log_tail()}")
+
+    async def log_with(self, *needles: str, timeout_s: float = 10.0) -> str:
+        """The log once it holds every needle (the gateway writes its log lines from a
+        thread, so a line can land just after the response that caused it), or as it is
+        after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            log = self.log_path.read_text(errors="replace")
+            if all(n in log for n in needles) or time.monotonic() > deadline:
+                return log
+            await asyncio.sleep(0.1)
 
     def log_tail(self, chars: int = 4000) -> str:
         try:
