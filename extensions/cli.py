@@ -110,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="drop background lines closer than this to an in-scope example",
     )
+    ev.add_argument(
+        "--no-neighbours",
+        action="store_true",
+        help="the head alone: no nearest-neighbour vote and no similarity floor",
+    )
     ev.add_argument("--epochs", type=float, default=3.0, help="--fine-tune: epochs")
     ev.add_argument("--margin", type=float, default=0.0, help="--fine-tune: cosine margin")
     ev.add_argument("--json", type=Path, help="write the report here")

@@ -1,4 +1,5 @@
-"""Out-of-fold probabilities: what the head says about examples it was not trained on.
+"""Out-of-fold scores: what the head and the neighbours say about examples they were not
+built from.
 
 Thresholds fitted on these transfer to unseen queries better than ones fitted on a
 single held-out slice: every example is scored once, by a head trained on the other
@@ -10,12 +11,16 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 from extensions.router.classifier import Matrix, train_head
 from extensions.router.examples import BACKGROUND_SOURCE, Example, held_out_mask
+from extensions.router.model import blend
+from extensions.router.neighbours import Neighbours
+from extensions.router.settings import NeighbourVote
 
 
 def fold_ids(labels: Sequence[str], k: int, seed: int = 0) -> npt.NDArray[np.int64]:
@@ -32,11 +37,47 @@ def fold_ids(labels: Sequence[str], k: int, seed: int = 0) -> npt.NDArray[np.int
     return folds
 
 
-def out_of_fold_probabilities(
-    x: Matrix, labels: Sequence[str], classes: Sequence[str], k: int, c: float
-) -> tuple[Matrix, npt.NDArray[np.bool_]]:
-    """Each row's probabilities over ``classes`` from a head trained without its fold, and
-    which rows were scored.
+@dataclass(frozen=True)
+class HeldOut:
+    """Scores of rows by a head and neighbours that were built without them."""
+
+    probs: Matrix  # (rows, classes): the head's probabilities
+    votes: Matrix  # (rows, classes): the neighbours' vote; zeros without neighbours
+    nearest: Matrix  # (rows,): mean cosine of the nearest in-scope examples; 1.0 without
+    scored: npt.NDArray[np.bool_]  # rows a head could score (see ``out_of_fold_scores``)
+
+    def blended(self, weight: float) -> Matrix:
+        return blend(self.probs, self.votes, weight)
+
+
+def _score(
+    x_train: Matrix,
+    y_train: Sequence[str],
+    x_held: Matrix,
+    classes: Sequence[str],
+    c: float,
+    vote: NeighbourVote | None,
+) -> tuple[Matrix, Matrix, Matrix, tuple[str, ...]]:
+    head = train_head(x_train, list(y_train), c=c)
+    column = {label: i for i, label in enumerate(classes)}
+    probs = np.zeros((len(x_held), len(classes)), dtype=np.float32)
+    probs[:, [column[label] for label in head.labels]] = head.probabilities(x_held)
+    if vote is None:
+        return probs, np.zeros_like(probs), np.ones(len(x_held), np.float32), head.labels
+    neighbours = Neighbours.build(x_train, y_train, classes, vote.k, vote.temperature)
+    votes, nearest = neighbours.score(x_held)
+    return probs, votes, nearest, head.labels
+
+
+def out_of_fold_scores(
+    x: Matrix,
+    labels: Sequence[str],
+    classes: Sequence[str],
+    k: int,
+    c: float,
+    vote: NeighbourVote | None = None,
+) -> HeldOut:
+    """Each row scored by a head (and neighbours) built without its fold.
 
     A row is left unscored when its fold's other rows hold fewer than two labels (no head
     to train) or lack the row's own label (an intent with one example: its probability
@@ -44,19 +85,35 @@ def out_of_fold_probabilities(
     """
     folds = fold_ids(labels, k)
     y = np.asarray(labels)
-    column = {label: i for i, label in enumerate(classes)}
-    out = np.zeros((len(y), len(classes)), dtype=np.float32)
+    probs = np.zeros((len(y), len(classes)), dtype=np.float32)
+    votes = np.zeros_like(probs)
+    nearest = np.ones(len(y), dtype=np.float32)
     scored = np.zeros(len(y), dtype=bool)
     for fold in range(k):
         held = folds == fold
         train = ~held
         if not held.any() or len(set(y[train])) < 2:
             continue
-        head = train_head(x[train], list(y[train]), c=c)
-        cols = np.array([column[label] for label in head.labels], dtype=np.int64)
-        out[np.ix_(np.flatnonzero(held), cols)] = head.probabilities(x[held])
-        scored |= held & np.isin(y, head.labels)
-    return out, scored
+        rows = np.flatnonzero(held)
+        probs[rows], votes[rows], nearest[rows], seen = _score(
+            x[train], list(y[train]), x[held], classes, c, vote
+        )
+        scored |= held & np.isin(y, seen)
+    return HeldOut(probs, votes, nearest, scored)
+
+
+def held_out_scores(
+    x_fit: Matrix,
+    fit_labels: Sequence[str],
+    x_held: Matrix,
+    held_labels: Sequence[str],
+    classes: Sequence[str],
+    c: float,
+    vote: NeighbourVote | None = None,
+) -> HeldOut:
+    """``x_held`` scored by a head (and neighbours) built on ``x_fit`` only."""
+    probs, votes, nearest, seen = _score(x_fit, fit_labels, x_held, classes, c, vote)
+    return HeldOut(probs, votes, nearest, np.isin(np.asarray(held_labels), seen))
 
 
 HOLDOUT_SHARE = 0.2

@@ -8,8 +8,9 @@ L2-normalised embeddings, trained as an L2-regularised multinomial logistic regr
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -73,6 +74,15 @@ class Thresholds:
     min_confidence: float  # below: out of scope
     clarify_margin: float  # top1 - top2 below (among in-scope intents): ambiguous
     oos_ratio: float = 1.0  # the oos class refuses when p(oos) >= oos_ratio * p(top intent)
+    min_similarity: float = -1.0  # nearest in-scope examples' mean cosine below: out of scope
+
+
+TOP_RANKED = 3  # intents a Classification names
+
+
+class Labelled(Protocol):
+    @property
+    def labels(self) -> tuple[str, ...]: ...
 
 
 @dataclass(frozen=True)
@@ -83,21 +93,26 @@ class Classification:
     ranked: tuple[tuple[str, float], ...]  # top intents, best first (oos excluded)
 
 
-def classify_row(head: Head, probs: Matrix, thresholds: Thresholds, top: int = 3) -> Classification:
-    """Decide for one row of probabilities."""
+def classify_row(
+    head: Labelled, probs: Matrix, thresholds: Thresholds, nearest: float = 1.0
+) -> Classification:
+    """Decide for one row of probabilities; ``nearest``: the mean cosine of the nearest
+    in-scope examples (``Neighbours``), 1.0 when the router keeps none."""
+    labels = head.labels
     order = np.argsort(-probs)
-    ranked = [(head.labels[i], float(probs[i])) for i in order if head.labels[i] != OOS_LABEL]
+    ranked = [(labels[i], float(probs[i])) for i in order if labels[i] != OOS_LABEL]
     top1 = ranked[0] if ranked else (None, 0.0)
-    p_oos = float(probs[head.labels.index(OOS_LABEL)]) if OOS_LABEL in head.labels else 0.0
-    oos_wins = OOS_LABEL in head.labels and p_oos >= thresholds.oos_ratio * top1[1]
-    if oos_wins or top1[1] < thresholds.min_confidence:
-        return Classification(Verdict.OUT_OF_SCOPE, top1[0], top1[1], tuple(ranked[:top]))
+    p_oos = float(probs[labels.index(OOS_LABEL)]) if OOS_LABEL in labels else 0.0
+    oos_wins = OOS_LABEL in labels and p_oos >= thresholds.oos_ratio * top1[1]
+    far = nearest < thresholds.min_similarity
+    if oos_wins or far or top1[1] < thresholds.min_confidence:
+        return Classification(Verdict.OUT_OF_SCOPE, top1[0], top1[1], tuple(ranked[:TOP_RANKED]))
     if len(ranked) > 1 and top1[1] - ranked[1][1] < thresholds.clarify_margin:
-        return Classification(Verdict.AMBIGUOUS, top1[0], top1[1], tuple(ranked[:top]))
-    return Classification(Verdict.IN_SCOPE, top1[0], top1[1], tuple(ranked[:top]))
+        return Classification(Verdict.AMBIGUOUS, top1[0], top1[1], tuple(ranked[:TOP_RANKED]))
+    return Classification(Verdict.IN_SCOPE, top1[0], top1[1], tuple(ranked[:TOP_RANKED]))
 
 
-def _in_scope_top(head: Head, probs: Matrix) -> tuple[npt.NDArray[np.int64], Matrix, Matrix]:
+def _in_scope_top(head: Labelled, probs: Matrix) -> tuple[npt.NDArray[np.int64], Matrix, Matrix]:
     """Index of the best in-scope label, its probability and the runner-up's, per row."""
     masked = probs.copy()
     if OOS_LABEL in head.labels:
@@ -124,21 +139,35 @@ def _confidence_for_budget(top1: Matrix, allowed: int) -> float:
     return float(np.sort(top1)[min(allowed, len(top1) - 1)])  # rows strictly below it are refused
 
 
+FAR_SHARES = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)  # of the budget, for the similarity floor
+
+
+def _similarity_floor(nearest: Matrix, allowed: int) -> float:
+    """The highest ``min_similarity`` that refuses at most ``allowed`` of these rows."""
+    if allowed <= 0 or len(nearest) == 0:
+        return -1.0
+    return float(np.sort(nearest)[min(allowed, len(nearest) - 1)])
+
+
 def fit_thresholds(
-    head: Head,
+    head: Labelled,
     probs: Matrix,
     labels: list[str],
     target_false_refusal: float,
     target_clarify_rate: float,
+    nearest: Matrix | None = None,
 ) -> Thresholds:
     """Fit the thresholds on held-out rows (``labels`` may contain ``oos``).
 
-    * The refusal rules (``p(oos) >= oos_ratio * p(top intent)``, or the top intent's
-      probability below ``min_confidence``) together refuse at most
+    * The refusal rules (``p(oos) >= oos_ratio * p(top intent)``, the top intent's
+      probability below ``min_confidence``, and, given ``nearest``, the nearest in-scope
+      examples' mean cosine below ``min_similarity``) together refuse at most
       ``target_false_refusal`` of the in-scope rows. The whole budget is used: for each
-      ``oos_ratio`` the highest ``min_confidence`` that stays within it, and of those
-      pairs the one that refuses most out-of-scope rows (ties: the higher confidence
-      floor, the better guard against off-topic queries unlike any example).
+      share of it given to the similarity floor (``FAR_SHARES``) and each ``oos_ratio``,
+      the highest ``min_confidence`` that stays within what is left, and of those the
+      rules that refuse most out-of-scope rows (ties: the higher confidence floor, the
+      better guard against off-topic queries unlike any example; then the smaller
+      similarity share).
     * ``clarify_margin``: the largest margin that asks on at most
       ``target_clarify_rate`` of the answered in-scope rows.
     """
@@ -148,27 +177,35 @@ def fit_thresholds(
         raise ValueError("threshold fitting needs in-scope examples")
     _, top1, top2 = _in_scope_top(head, probs)
     allowed = int(np.floor(target_false_refusal * in_scope.sum() + 0.5))  # nearest count
-    p_oos = probs[:, head.labels.index(OOS_LABEL)] if OOS_LABEL in head.labels else None
-    if p_oos is None:
-        min_conf, ratio = _confidence_for_budget(top1[in_scope], allowed), 1.0
-    else:
-        # every ratio's own refusals count against the budget, also when no fitting row is
-        # out of scope (then recall is 0 throughout and the highest floor wins)
-        best = (-1.0, -1.0, float("inf"))
-        for r in OOS_RATIOS:
-            oos_wins = _oos_wins(p_oos, top1, r)
-            left = allowed - int(oos_wins[in_scope].sum())
+    has_oos = OOS_LABEL in head.labels
+    p_oos = probs[:, head.labels.index(OOS_LABEL)] if has_oos else np.zeros_like(top1)
+    ratios = OOS_RATIOS if has_oos else (float("inf"),)
+    shares = FAR_SHARES if nearest is not None else (0.0,)
+    near = nearest if nearest is not None else np.ones_like(top1)
+    # every rule's own refusals count against the budget, also when no fitting row is out
+    # of scope (then recall is 0 throughout and the highest confidence floor wins)
+    best = (-1.0, -1.0, Thresholds(0.0, 0.0, float("inf")))
+    for share in shares:
+        floor = _similarity_floor(near[in_scope], round(share * allowed))
+        far = near < floor
+        for r in ratios:
+            base = far | _oos_wins(p_oos, top1, r)
+            left = allowed - int(base[in_scope].sum())
             if left < 0:
                 continue
-            t = _confidence_for_budget(top1[in_scope & ~oos_wins], left)
-            refused = (oos_wins | (top1 < t))[~in_scope]
+            t = _confidence_for_budget(top1[in_scope & ~base], left)
+            refused = (base | (top1 < t))[~in_scope]
             recall = float(refused.mean()) if len(refused) else 0.0
             if (recall, t) > best[:2]:
-                best = (recall, t, r)
-        _, min_conf, ratio = best
-    oos_wins = _oos_wins(p_oos, top1, ratio) if p_oos is not None else np.zeros(len(y), bool)
-    margins = (top1 - top2)[in_scope & ~oos_wins & (top1 >= min_conf)]
+                best = (recall, t, Thresholds(t, 0.0, r, floor))
+    chosen = best[2]
+    refused = (
+        (top1 < chosen.min_confidence)
+        | _oos_wins(p_oos, top1, chosen.oos_ratio)
+        | (near < chosen.min_similarity)
+    )
+    margins = (top1 - top2)[in_scope & ~refused]
     clarify = (
         float(np.quantile(margins, target_clarify_rate, method="lower")) if len(margins) else 0.0
     )
-    return Thresholds(min_confidence=min_conf, clarify_margin=max(0.0, clarify), oos_ratio=ratio)
+    return replace(chosen, clarify_margin=max(0.0, clarify))

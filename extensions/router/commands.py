@@ -18,7 +18,7 @@ from extensions.router.datasets import DatasetError, load_examples
 from extensions.router.evaluation import evaluate, write_json
 from extensions.router.examples import Example, router_examples, stratified_split
 from extensions.router.finetune import FineTuneSettings, fine_tune
-from extensions.router.settings import BackgroundCorpus, Calibration, Thresholds
+from extensions.router.settings import BackgroundCorpus, Calibration, NeighbourVote, Thresholds
 
 
 def _with_background_for(
@@ -105,6 +105,7 @@ def eval_router(args: argparse.Namespace) -> int:
             thresholds,
             progress=not args.no_progress,
             background=background,
+            vote=NeighbourVote(enabled=not args.no_neighbours),
         )
     finally:
         encoder.close()

@@ -17,7 +17,6 @@ from extensions.embedding.encoder import BatchingEncoder, Vectors
 from extensions.router.background import Background
 from extensions.router.classifier import (
     Classification,
-    Head,
     Thresholds,
     Verdict,
     classify_row,
@@ -26,6 +25,7 @@ from extensions.router.conversation import find_follow_up, text_to_classify
 from extensions.router.decide import DEFAULT_INTENT, Decision, decide
 from extensions.router.examples import router_examples
 from extensions.router.llm_classifier import LlmIntentClassifier
+from extensions.router.model import IntentModel, Scores
 from extensions.router.settings import Router
 from extensions.router.training import cached_classifier
 
@@ -34,8 +34,14 @@ from extensions.router.training import cached_classifier
 class CompiledRouter:
     name: str
     spec: Router
-    head: Head
+    model: IntentModel
     thresholds: Thresholds
+
+    def classify(self, scores: Scores) -> list[Classification]:
+        return [
+            classify_row(self.model, probs, self.thresholds, float(near))
+            for probs, near in zip(scores.probs, scores.nearest, strict=True)
+        ]
 
 
 @dataclass(frozen=True)
@@ -46,13 +52,15 @@ class Routed:
     classify_ms: float
 
 
-def resolve_follow_up(head: Head, probs: Vectors, candidates: Sequence[str]) -> Classification:
+def resolve_follow_up(
+    labels: Sequence[str], probs: Vectors, candidates: Sequence[str]
+) -> Classification:
     """Pick among the intents we offered, using the probabilities of the whole exchange."""
-    idx = [head.labels.index(c) for c in candidates if c in head.labels]
+    idx = [labels.index(c) for c in candidates if c in labels]
     sub = probs[idx]
     total = float(sub.sum()) or 1.0
     order = np.argsort(-sub)
-    ranked = tuple((head.labels[idx[i]], float(sub[i]) / total) for i in order)
+    ranked = tuple((labels[idx[i]], float(sub[i]) / total) for i in order)
     return Classification(Verdict.IN_SCOPE, ranked[0][0], ranked[0][1], ranked)
 
 
@@ -106,21 +114,21 @@ class RouterEngine:
         if follow_up is None:
             text = query
             vectors = await self.encoder.encode([text])
-            probs = compiled.head.probabilities(vectors)
-            classification = classify_row(compiled.head, probs[0], compiled.thresholds)
+            classification = compiled.classify(compiled.model.scores(vectors))[0]
             llm = self._llm.get(name)
             if llm is not None and llm.wanted(classification):
                 classification = await llm.classify(text, classification) or classification
         else:  # the whole exchange, and the answer alone in case it is a new question
             text = f"{follow_up.original_query}\n{follow_up.answer}"
             vectors = await self.encoder.encode([text, follow_up.answer])
-            probs = compiled.head.probabilities(vectors)
-            alone = classify_row(compiled.head, probs[1], compiled.thresholds)
-            whole = classify_row(compiled.head, probs[0], compiled.thresholds)
+            scores = compiled.model.scores(vectors)
+            whole, alone = compiled.classify(scores)
             if changed_subject(alone, whole, follow_up.candidates):
                 text, classification = follow_up.answer, alone
             else:
-                classification = resolve_follow_up(compiled.head, probs[0], follow_up.candidates)
+                classification = resolve_follow_up(
+                    compiled.model.labels, scores.probs[0], follow_up.candidates
+                )
         elapsed_ms = (time.perf_counter() - started) * 1000
         return Routed(decide(spec, classification, text), query, vectors[0], elapsed_ms)
 
@@ -139,6 +147,7 @@ def compile_routers(
             spec.thresholds,
             cache_dir,
             background=background,
+            vote=spec.neighbours,
         )
-        out[name] = CompiledRouter(name, spec, trained.head, trained.thresholds)
+        out[name] = CompiledRouter(name, spec, trained.model, trained.thresholds)
     return out

@@ -17,9 +17,9 @@ from extensions.embedding.encoder import BatchingEncoder
 from extensions.router.background import NO_BACKGROUND, Background
 from extensions.router.classifier import OOS_LABEL, Verdict, classify_row
 from extensions.router.examples import Example
-from extensions.router.settings import Calibration
+from extensions.router.settings import Calibration, NeighbourVote
 from extensions.router.settings import Thresholds as ThresholdSettings
-from extensions.router.training import TrainedClassifier, train_classifier
+from extensions.router.training import DEFAULT_VOTE, TrainedClassifier, train_classifier
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,8 @@ class EvalReport:
     min_confidence: float
     clarify_margin: float
     oos_ratio: float
+    min_similarity: float  # -1: the similarity floor refuses nothing
+    vote_weight: float  # the neighbours' share of the probabilities; 0 without
     calibration: str  # what the thresholds were fitted on
     n_background: int  # background lines added to the oos class
     train_seconds: float
@@ -66,8 +68,10 @@ class EvalReport:
             (
                 "thresholds",
                 f"confidence {self.min_confidence:.3f}, "
-                f"margin {self.clarify_margin:.3f}, oos ratio {self.oos_ratio:g}",
+                f"margin {self.clarify_margin:.3f}, oos ratio {self.oos_ratio:g}, "
+                f"similarity {self.min_similarity:.3f}",
             ),
+            ("neighbours' share", f"{self.vote_weight:g}"),
             ("fitted on", f"{self.calibration}; {self.n_background} background lines"),
             ("training", f"{self.train_seconds:.1f} s"),
         ]
@@ -90,8 +94,10 @@ async def _classify_each(
     for text in tqdm(texts, desc="classifying", unit="q", disable=not progress):
         started = time.perf_counter()
         vectors = await encoder.encode([text])
-        probs = trained.head.probabilities(vectors)[0]
-        c = classify_row(trained.head, probs, trained.thresholds)
+        scores = trained.model.scores(vectors)
+        c = classify_row(
+            trained.model, scores.probs[0], trained.thresholds, float(scores.nearest[0])
+        )
         latencies.append((time.perf_counter() - started) * 1000)
         verdicts.append(c.verdict)
         intents.append(c.intent)
@@ -106,11 +112,12 @@ def evaluate(
     settings: ThresholdSettings | None = None,
     progress: bool = True,
     background: Background = NO_BACKGROUND,
+    vote: NeighbourVote = DEFAULT_VOTE,
 ) -> EvalReport:
     settings = settings or ThresholdSettings()
     started = time.perf_counter()
     trained = train_classifier(
-        train, encoder.encode_sync, settings, validation, background=background
+        train, encoder.encode_sync, settings, validation, background=background, vote=vote
     )
     train_s = time.perf_counter() - started
     texts = [e.text for e in evaluation]
@@ -145,6 +152,8 @@ def evaluate(
         min_confidence=trained.thresholds.min_confidence,
         clarify_margin=trained.thresholds.clarify_margin,
         oos_ratio=trained.thresholds.oos_ratio,
+        min_similarity=trained.thresholds.min_similarity,
+        vote_weight=trained.model.vote_weight,
         calibration="validation set"
         if validation
         else (

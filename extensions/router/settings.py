@@ -138,6 +138,17 @@ class Thresholds(StrictModel):
         return v
 
 
+class NeighbourVote(StrictModel):
+    """``neighbours``: the router's examples kept beside the head. The ``k`` most similar
+    vote for their label (weight ``exp(cosine / temperature)``), blended with the head's
+    probabilities at a share fitted out of fold; the mean cosine of the ``k`` nearest
+    in-scope examples feeds the ``min_similarity`` refusal rule."""
+
+    enabled: bool = True
+    k: int = Field(10, ge=1, le=100)
+    temperature: float = Field(0.05, gt=0.0, le=1.0)
+
+
 class Classify(StrictModel):
     """Which turns of the conversation are classified."""
 
@@ -184,6 +195,7 @@ class Router(StrictModel):
     description: str = ""
     classify: Classify = Classify()
     thresholds: Thresholds = Thresholds()
+    neighbours: NeighbourVote = NeighbourVote()
     default: DefaultRoute
     out_of_scope: OutOfScope
     clarify: ClarifyText = ClarifyText()

@@ -20,25 +20,34 @@ from pathlib import Path
 import numpy as np
 
 from extensions.router.background import NO_BACKGROUND, Background, EncodeSync, with_background
-from extensions.router.calibration import calibration_mask, out_of_fold_probabilities
+from extensions.router.calibration import (
+    HeldOut,
+    calibration_mask,
+    held_out_scores,
+    out_of_fold_scores,
+)
 from extensions.router.classifier import (
     OOS_LABEL,
     Head,
+    Matrix,
     Thresholds,
     fit_thresholds,
     train_head,
 )
 from extensions.router.examples import Example
-from extensions.router.settings import Calibration
+from extensions.router.model import IntentModel
+from extensions.router.neighbours import Neighbours
+from extensions.router.settings import Calibration, NeighbourVote
 from extensions.router.settings import Thresholds as ThresholdSettings
 
-CACHE_FORMAT = 4  # bump when what is cached changes
+CACHE_FORMAT = 5  # bump when what is cached changes
 logger = logging.getLogger("gateway.router")
+DEFAULT_VOTE = NeighbourVote()
 
 
 @dataclass(frozen=True)
 class TrainedClassifier:
-    head: Head
+    model: IntentModel
     thresholds: Thresholds
     n_background: int = 0  # background lines in the oos class
 
@@ -50,6 +59,7 @@ def cache_key(
     validation: Sequence[Example],
     c: float,
     background: Background = NO_BACKGROUND,
+    vote: NeighbourVote = DEFAULT_VOTE,
 ) -> str:
     payload = json.dumps(
         {
@@ -57,6 +67,7 @@ def cache_key(
             "encoder": fingerprint,
             "c": c,
             "thresholds": settings.model_dump(mode="json"),
+            "neighbours": vote.model_dump(mode="json"),
             "train": [(e.text, e.label) for e in examples],
             "val": [(e.text, e.label) for e in validation],
             "background": [list(background.texts), background.max_similarity],
@@ -68,19 +79,20 @@ def cache_key(
 def _save(path: Path, trained: TrainedClassifier) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
+    model, t = trained.model, trained.thresholds
+    neighbours = model.neighbours
     np.savez(
         tmp,
-        weights=trained.head.weights,
-        bias=trained.head.bias,
-        labels=np.array(trained.head.labels),
+        weights=model.head.weights,
+        bias=model.head.bias,
+        labels=np.array(model.head.labels),
         thresholds=np.array(
-            [
-                trained.thresholds.min_confidence,
-                trained.thresholds.clarify_margin,
-                trained.thresholds.oos_ratio,
-            ]
+            [t.min_confidence, t.clarify_margin, t.oos_ratio, t.min_similarity, model.vote_weight]
         ),
         n_background=np.array(trained.n_background),
+        vectors=neighbours.vectors if neighbours else np.zeros((0, model.head.weights.shape[1])),
+        columns=neighbours.columns if neighbours else np.zeros(0, np.int64),
+        vote=np.array([neighbours.k, neighbours.temperature] if neighbours else [0, 0.0]),
     )
     tmp.replace(path)
 
@@ -88,16 +100,69 @@ def _save(path: Path, trained: TrainedClassifier) -> None:
 def _load(path: Path) -> TrainedClassifier | None:
     try:
         with np.load(path) as data:
-            head = Head(
-                tuple(str(x) for x in data["labels"]),
-                data["weights"].astype(np.float32),
-                data["bias"].astype(np.float32),
-            )
+            labels = tuple(str(x) for x in data["labels"])
+            head = Head(labels, data["weights"].astype(np.float32), data["bias"].astype(np.float32))
             t = data["thresholds"]
-            thresholds = Thresholds(float(t[0]), float(t[1]), float(t[2]))
-            return TrainedClassifier(head, thresholds, int(data["n_background"]))
+            k, temperature = int(data["vote"][0]), float(data["vote"][1])
+            neighbours = (
+                Neighbours(
+                    data["vectors"].astype(np.float32),
+                    data["columns"].astype(np.int64),
+                    labels,
+                    k,
+                    temperature,
+                )
+                if k
+                else None
+            )
+            thresholds = Thresholds(float(t[0]), float(t[1]), float(t[2]), float(t[3]))
+            model = IntentModel(head, neighbours, float(t[4]))
+            return TrainedClassifier(model, thresholds, int(data["n_background"]))
     except (OSError, KeyError, ValueError, IndexError):  # unreadable or older format: retrain
         return None
+
+
+VOTE_WEIGHTS = (0.0, 0.25, 0.5, 0.75)  # the neighbours' share of the probabilities
+
+
+def choose_vote_weight(held: HeldOut, labels: Sequence[str], classes: Sequence[str]) -> float:
+    """The neighbours' share with the best held-out intent accuracy (ties: the smaller)."""
+    y = np.asarray(labels)
+    rows = held.scored & (y != OOS_LABEL)
+    if not rows.any():
+        return 0.0
+    column = {label: i for i, label in enumerate(classes)}
+    truth = np.array([column[label] for label in y[rows]])
+    best, best_accuracy = 0.0, -1.0
+    for weight in VOTE_WEIGHTS:
+        probs = held.blended(weight)[rows]
+        if OOS_LABEL in column:
+            probs[:, column[OOS_LABEL]] = -1.0
+        accuracy = float(np.mean(probs.argmax(axis=1) == truth))
+        if accuracy > best_accuracy:
+            best, best_accuracy = weight, accuracy
+    return best
+
+
+def _split_for_holdout(
+    x: Matrix, labels: list[str], train: Sequence[Example]
+) -> tuple[Matrix, list[str], Matrix, list[str]]:
+    """The share a fine-tuned encoder kept unseen (``calibration_mask``) and the rest."""
+    held = calibration_mask(train)
+    fit = [lb for lb, h in zip(labels, held, strict=True) if not h]
+    unseen = [lb for lb, h in zip(labels, held, strict=True) if h]
+    return x[~held], fit, x[held], unseen
+
+
+def _in_sample(model: IntentModel, x: Matrix) -> HeldOut:
+    """The model's scores of its own examples, as if they were held out."""
+    probs = model.head.probabilities(x)
+    if model.neighbours is None:
+        return HeldOut(
+            probs, np.zeros_like(probs), np.ones(len(x), np.float32), np.ones(len(x), bool)
+        )
+    votes, nearest = model.neighbours.score(x)
+    return HeldOut(probs, votes, nearest, np.ones(len(x), dtype=bool))
 
 
 def train_classifier(
@@ -107,59 +172,60 @@ def train_classifier(
     validation: Sequence[Example] = (),
     c: float = 20.0,
     background: Background = NO_BACKGROUND,
+    vote: NeighbourVote = DEFAULT_VOTE,
 ) -> TrainedClassifier:
-    """Train on ``examples`` (+ background); fit thresholds on ``validation`` or out of fold."""
+    """Train on ``examples`` (+ background, + ``validation``); fit the vote's share and the
+    thresholds on ``validation``, the held-out share, or out of fold."""
     x = encode([e.text for e in examples])
     train, x = with_background(examples, x, encode, background)
     labels = [e.label for e in train]
+    neighbour_vote = vote if vote.enabled else None
+    x_all, labels_all = x, labels
+    if validation:
+        x_val = encode([e.text for e in validation])
+        x_all, labels_all = np.concatenate([x, x_val]), labels + [e.label for e in validation]
+    classes = tuple(sorted(set(labels_all)))
     if validation or settings.calibration is Calibration.HOLDOUT:
         if validation:
-            x_fit, fit_labels = x, labels
-            x_held = encode([e.text for e in validation])
-            held_labels = [e.label for e in validation]
+            x_fit, fit_labels, x_held, held_labels = x, labels, x_val, labels_all[len(labels) :]
         else:
-            held = calibration_mask(train)
-            x_fit, fit_labels = x[~held], [lb for lb, h in zip(labels, held, strict=True) if not h]
-            x_held, held_labels = x[held], [lb for lb, h in zip(labels, held, strict=True) if h]
-        first = train_head(x_fit, fit_labels, c=c)
-        fitted = fit_thresholds(
-            first,
-            first.probabilities(x_held),
-            held_labels,
-            settings.target_false_refusal,
-            settings.target_clarify_rate,
-        )
-        if validation:  # the head that serves learns from both
-            x, labels = np.concatenate([x, x_held]), labels + held_labels
-        head = train_head(x, labels, c=c)
+            x_fit, fit_labels, x_held, held_labels = _split_for_holdout(x, labels, train)
+        held = held_out_scores(x_fit, fit_labels, x_held, held_labels, classes, c, neighbour_vote)
     else:
-        head = train_head(x, labels, c=c)
-        probs, scored = out_of_fold_probabilities(x, labels, head.labels, settings.cv_folds, c)
-        fit_labels = [label for label, s in zip(labels, scored, strict=True) if s]
-        if all(label == OOS_LABEL for label in fit_labels):
-            # too few examples to cross-validate (e.g. one per intent): the head's own
-            # probabilities, optimistic; a router this small is checked by hand anyway
-            logger.warning(
-                "router examples too few for cross-validation: thresholds fitted in-sample"
-            )
-            probs, fit_labels, scored = head.probabilities(x), labels, np.ones(len(labels), bool)
-        fitted = fit_thresholds(
-            head,
-            probs[scored],
-            fit_labels,
-            settings.target_false_refusal,
-            settings.target_clarify_rate,
-        )
+        held_labels = labels
+        held = out_of_fold_scores(x, labels, classes, settings.cv_folds, c, neighbour_vote)
+    head = train_head(x_all, labels_all, c=c)
+    neighbours = (
+        Neighbours.build(x_all, labels_all, head.labels, vote.k, vote.temperature)
+        if neighbour_vote
+        else None
+    )
+    if all(lb == OOS_LABEL for lb, s in zip(held_labels, held.scored, strict=True) if s):
+        # too few examples to cross-validate (e.g. one per intent): the model's own
+        # scores, optimistic; a router this small is checked by hand anyway
+        logger.warning("router examples too few for cross-validation: thresholds fitted in-sample")
+        held, held_labels = _in_sample(IntentModel(head, neighbours), x_all), labels_all
+    weight = choose_vote_weight(held, held_labels, classes) if neighbours else 0.0
+    fit_labels = [lb for lb, s in zip(held_labels, held.scored, strict=True) if s]
+    fitted = fit_thresholds(
+        head,
+        held.blended(weight)[held.scored],
+        fit_labels,
+        settings.target_false_refusal,
+        settings.target_clarify_rate,
+        held.nearest[held.scored] if neighbours else None,
+    )
+    pinned = settings.out_of_scope != "auto"
     thresholds = Thresholds(
-        min_confidence=fitted.min_confidence
-        if settings.out_of_scope == "auto"
-        else float(settings.out_of_scope),
+        min_confidence=float(settings.out_of_scope) if pinned else fitted.min_confidence,
         clarify_margin=fitted.clarify_margin
         if settings.clarify_margin == "auto"
         else float(settings.clarify_margin),
-        oos_ratio=fitted.oos_ratio if settings.out_of_scope == "auto" else 1.0,
+        oos_ratio=1.0 if pinned else fitted.oos_ratio,
+        min_similarity=-1.0 if pinned else fitted.min_similarity,
     )
-    return TrainedClassifier(head, thresholds, len(train) - len(examples))
+    model = IntentModel(head, neighbours, weight)
+    return TrainedClassifier(model, thresholds, len(train) - len(examples))
 
 
 def cached_classifier(
@@ -171,13 +237,14 @@ def cached_classifier(
     validation: Sequence[Example] = (),
     c: float = 20.0,
     background: Background = NO_BACKGROUND,
+    vote: NeighbourVote = DEFAULT_VOTE,
 ) -> TrainedClassifier:
     """``train_classifier`` with its result cached on disk by a hash of every input."""
-    key = cache_key(fingerprint, examples, settings, validation, c, background)
+    key = cache_key(fingerprint, examples, settings, validation, c, background, vote)
     path = cache_dir / "heads" / f"{key}.npz"
     cached = _load(path)
     if cached is not None:
         return cached
-    trained = train_classifier(examples, encode, settings, validation, c, background)
+    trained = train_classifier(examples, encode, settings, validation, c, background, vote)
     _save(path, trained)
     return trained

@@ -48,6 +48,7 @@ from extensions.pipeline.upstream import FakeModel, FakeUpstream
 from extensions.router.classifier import OOS_LABEL, Head, Thresholds
 from extensions.router.engine import CompiledRouter, RouterEngine
 from extensions.router.handoff import HandoffDispatcher
+from extensions.router.model import IntentModel
 from extensions.router.settings import Router
 from extensions.server.front import GatewayFront
 from extensions.server.routes import RouteTable
@@ -275,7 +276,12 @@ def fake_gateway(
     head = Head(LABELS, weights, np.zeros(len(LABELS), dtype=np.float32))
     spec = Router.model_validate(ROUTER)
     engine = RouterEngine(
-        {"support-bot": CompiledRouter("support-bot", spec, head, Thresholds(0.3, 0.05))}, encoder
+        {
+            "support-bot": CompiledRouter(
+                "support-bot", spec, IntentModel(head), Thresholds(0.3, 0.05)
+            )
+        },
+        encoder,
     )
     sinks: list[dict[str, Any]] = []
     handoffs = HandoffDispatcher({"log": RecordingSink(sinks)})

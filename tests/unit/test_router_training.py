@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from extensions.router.background import Background, corpus_lines, far_enough
-from extensions.router.calibration import calibration_mask, fold_ids, out_of_fold_probabilities
+from extensions.router.calibration import calibration_mask, fold_ids, out_of_fold_scores
 from extensions.router.classifier import (
     OOS_LABEL,
     Head,
@@ -111,7 +111,8 @@ def test_folds_are_stratified_and_out_of_fold_rows_are_unseen() -> None:
     names = ["a" if v else "b" for v in y]
     x = np.concatenate([x, x[:1] * -1])
     names.append("lone")
-    probs, scored = out_of_fold_probabilities(x, names, ("a", "b", "lone"), 5, 20.0)
+    held = out_of_fold_scores(x, names, ("a", "b", "lone"), 5, 20.0)
+    probs, scored = held.probs, held.scored
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     assert probs[-1, 2] == 0.0  # scored by heads that never saw it...
     assert scored[:-1].all() and not scored[-1]  # ...so it is left out of the fitting
@@ -185,15 +186,17 @@ def test_train_classifier_adds_background_and_fits_out_of_fold() -> None:
     examples = [Example(f"{lab}{i}", lab) for lab in "abc" for i in range(12)]
     background = Background(("a near line", "x far line", "y far too"), max_similarity=0.9)
     trained = train_classifier(examples, encode_letters, Thresholds(), background=background)
-    assert OOS_LABEL in trained.head.labels
+    assert OOS_LABEL in trained.model.labels
     assert trained.n_background == 2  # "a near line" sits on intent a
-    probs = trained.head.probabilities(encode_letters(["x off topic", "b5"]))
-    assert classify_row(trained.head, probs[0], trained.thresholds).verdict is (
-        Verdict.OUT_OF_SCOPE
+    scores = trained.model.scores(encode_letters(["x off topic", "b5"]))
+    first, second = (
+        classify_row(trained.model, p, trained.thresholds, float(n))
+        for p, n in zip(scores.probs, scores.nearest, strict=True)
     )
-    assert classify_row(trained.head, probs[1], trained.thresholds).intent == "b"
+    assert first.verdict is Verdict.OUT_OF_SCOPE
+    assert second.intent == "b"
     holdout = Thresholds(calibration=Calibration.HOLDOUT)
-    assert train_classifier(examples, encode_letters, holdout).head.labels == ("a", "b", "c")
+    assert train_classifier(examples, encode_letters, holdout).model.labels == ("a", "b", "c")
 
 
 def test_a_tiny_router_trains_with_cross_validation() -> None:
@@ -201,9 +204,9 @@ def test_a_tiny_router_trains_with_cross_validation() -> None:
     head; the router still trains (it used to raise at start-up)."""
     examples = [Example("a0", "a")] + [Example(f"b{i}", "b") for i in range(5)]
     trained = train_classifier(examples, encode_letters, Thresholds())
-    assert trained.head.labels == ("a", "b")
+    assert trained.model.labels == ("a", "b")
     one_each = [Example("a0", "a"), Example("b0", "b")]  # nothing to cross-validate
-    assert train_classifier(one_each, encode_letters, Thresholds()).head.labels == ("a", "b")
+    assert train_classifier(one_each, encode_letters, Thresholds()).model.labels == ("a", "b")
 
 
 def test_the_oos_class_stays_within_the_budget_without_off_topic_rows() -> None:
