@@ -10,8 +10,9 @@ Two things the linear head does not see:
   unlike every example (far from all intents) is refused on it (``min_similarity``),
   however confident the head is.
 
-Pure numpy: one ``(queries, examples)`` product per batch. Memory is the examples'
-embeddings (float32: 384 × 4 bytes per example, about 24 MB for 15,000 examples).
+Exact search (usearch's brute-force kernels, no index to build): a scan of the examples'
+embeddings per query, float32, 384 × 4 bytes per example (about 24 MB for 15,000
+examples, which is also what it keeps in memory).
 """
 
 from __future__ import annotations
@@ -21,10 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from usearch.index import search
 
 from extensions.router.classifier import OOS_LABEL, Matrix
-
-BLOCK = 1024  # query rows per product, bounding memory at BLOCK × examples floats
 
 
 @dataclass(frozen=True)
@@ -62,25 +62,41 @@ class Neighbours:
     def score(self, x: Matrix) -> tuple[Matrix, Matrix]:
         """The vote, ``(queries, labels)`` rows summing to 1, and the mean cosine of the
         ``k`` nearest in-scope examples per query."""
-        n = len(self.columns)
-        votes = np.zeros((len(x), len(self.labels)), dtype=np.float32)
-        nearest = np.ones(len(x), dtype=np.float32)
-        if n == 0:
+        queries = np.ascontiguousarray(x, dtype=np.float32)
+        n_in = self.n_in_scope
+        votes = np.zeros((len(queries), len(self.labels)), dtype=np.float32)
+        nearest = np.ones(len(queries), dtype=np.float32)
+        if len(self.columns) == 0 or len(queries) == 0:
             votes[:] = 1.0 / len(self.labels)
             return votes, nearest
-        n_in = self.n_in_scope
-        k = min(self.k, n)
-        k_in = min(self.k, n_in)
-        for start in range(0, len(x), BLOCK):
-            sims = np.asarray(x[start : start + BLOCK], dtype=np.float32) @ self.vectors.T
-            rows = np.arange(len(sims))[:, None]
-            top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-            top_sims = sims[rows, top]
-            weight = np.exp((top_sims - top_sims.max(axis=1, keepdims=True)) / self.temperature)
-            block = votes[start : start + len(sims)]
-            np.add.at(block, (np.broadcast_to(rows, top.shape), self.columns[top]), weight)
-            block /= block.sum(axis=1, keepdims=True)
-            if k_in:
-                near = np.partition(sims[:, :n_in], n_in - k_in, axis=1)[:, n_in - k_in :]
-                nearest[start : start + len(sims)] = near.mean(axis=1)
+        # the k nearest of each part; the vote's k nearest overall are among them
+        rows, sims = _top_k(self.vectors[:n_in], queries, self.k)
+        if n_in:
+            nearest = sims.mean(axis=1).astype(np.float32)
+        oos_rows, oos_sims = _top_k(self.vectors[n_in:], queries, self.k)
+        rows = np.concatenate([rows, oos_rows + n_in], axis=1)
+        sims = np.concatenate([sims, oos_sims], axis=1)
+        keep = np.argsort(-sims, axis=1, kind="stable")[:, : self.k]
+        sims = np.take_along_axis(sims, keep, axis=1)
+        labels = self.columns[np.take_along_axis(rows, keep, axis=1)]
+        weight = np.exp((sims - sims[:, :1]) / self.temperature)
+        np.add.at(votes, (np.arange(len(queries))[:, None], labels), weight)
+        votes /= votes.sum(axis=1, keepdims=True)
         return votes, nearest
+
+
+def _top_k(
+    data: Matrix, queries: Matrix, k: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """Rows of ``data`` most similar to each query (exact search), and their cosines.
+
+    usearch's brute-force kernels scan the rows without materialising the
+    ``(queries, rows)`` product. ``(queries, 0)`` arrays when ``data`` is empty.
+    """
+    k = min(k, len(data))
+    if k == 0:
+        return np.zeros((len(queries), 0), np.int64), np.zeros((len(queries), 0))
+    found = search(data, queries, k, "ip", exact=True, threads=1)
+    rows = np.asarray(found.keys, dtype=np.int64).reshape(len(queries), k)
+    sims = 1.0 - np.asarray(found.distances, dtype=np.float64).reshape(len(queries), k)
+    return rows, sims

@@ -3,6 +3,8 @@ floor, and how both are fitted out of fold."""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -15,7 +17,7 @@ from extensions.router.classifier import (
     classify_row,
     fit_thresholds,
 )
-from extensions.router.engine import CompiledRouter
+from extensions.router.engine import OFF_LOOP_ROWS, CompiledRouter, scores_of
 from extensions.router.examples import Example
 from extensions.router.model import IntentModel
 from extensions.router.neighbours import Neighbours
@@ -229,3 +231,30 @@ def test_neighbour_settings_are_strict() -> None:
         NeighbourVote.model_validate({"enabled": True, "weight": 0.5})
     with pytest.raises(ValueError, match="greater than"):
         NeighbourVote.model_validate({"temperature": 0})
+
+
+async def test_a_large_neighbour_scan_runs_off_the_event_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    threads: list[int] = []
+    real = Neighbours.score
+
+    def recording(self: Neighbours, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        threads.append(threading.get_ident())
+        return real(self, x)
+
+    monkeypatch.setattr(Neighbours, "score", recording)
+    head = Head(("a", "b"), np.eye(2, 4, dtype=np.float32), np.zeros(2, np.float32))
+    rng = np.random.default_rng(2)
+
+    def model(rows: int) -> IntentModel:
+        x = rng.normal(size=(rows, 4)).astype(np.float32)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        return IntentModel(head, Neighbours.build(x, ["a", "b"] * (rows // 2), ("a", "b")), 0.5)
+
+    query = unit(1, 0, 0, 0)[None, :]
+    small = await scores_of(model(100), query)
+    large = await scores_of(model(OFF_LOOP_ROWS), query)
+    assert threads[0] == threading.get_ident()  # inline: cheaper than a thread hop
+    assert threads[1] != threading.get_ident()
+    assert small.probs.shape == large.probs.shape == (1, 2)
