@@ -64,8 +64,10 @@ def _score(
     probs[:, [column[label] for label in head.labels]] = head.probabilities(x_held)
     if vote is None:
         return probs, np.zeros_like(probs), np.ones(len(x_held), np.float32), head.labels
-    neighbours = Neighbours.build(x_train, y_train, classes, vote.k, vote.temperature)
-    votes, nearest = neighbours.score(x_held)
+    neighbours = Neighbours.build(
+        x_train, y_train, classes, vote.k, vote.temperature, vote.candidates
+    )
+    votes, nearest = neighbours.score(x_held, probs)
     return probs, votes, nearest, head.labels
 
 

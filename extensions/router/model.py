@@ -32,7 +32,7 @@ class IntentModel:
         probs = self.head.probabilities(x)
         if self.neighbours is None:
             return Scores(probs, np.ones(len(x), dtype=np.float32))
-        votes, nearest = self.neighbours.score(x)
+        votes, nearest = self.neighbours.score(x, probs)
         return Scores(blend(probs, votes, self.vote_weight), nearest)
 
 

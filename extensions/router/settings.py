@@ -142,11 +142,13 @@ class NeighbourVote(StrictModel):
     """``neighbours``: the router's examples kept beside the head. The ``k`` most similar
     vote for their label (weight ``exp(cosine / temperature)``), blended with the head's
     probabilities at a share fitted out of fold; the mean cosine of the ``k`` nearest
-    in-scope examples feeds the ``min_similarity`` refusal rule."""
+    in-scope examples feeds the ``min_similarity`` refusal rule. Only the examples of the
+    head's ``candidates`` most probable intents, and the out-of-scope ones, are searched."""
 
     enabled: bool = True
     k: int = Field(10, ge=1, le=100)
     temperature: float = Field(0.05, gt=0.0, le=1.0)
+    candidates: int = Field(10, ge=1, le=1000)  # the head's top intents whose examples count
 
 
 class Classify(StrictModel):

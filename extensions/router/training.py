@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from extensions.router.background import NO_BACKGROUND, Background, EncodeSync, with_background
 from extensions.router.calibration import (
@@ -40,7 +41,7 @@ from extensions.router.neighbours import Neighbours
 from extensions.router.settings import Calibration, NeighbourVote
 from extensions.router.settings import Thresholds as ThresholdSettings
 
-CACHE_FORMAT = 5  # bump when what is cached changes
+CACHE_FORMAT = 6  # bump when what is cached changes
 logger = logging.getLogger("gateway.router")
 DEFAULT_VOTE = NeighbourVote()
 
@@ -91,8 +92,12 @@ def _save(path: Path, trained: TrainedClassifier) -> None:
         ),
         n_background=np.array(trained.n_background),
         vectors=neighbours.vectors if neighbours else np.zeros((0, model.head.weights.shape[1])),
-        columns=neighbours.columns if neighbours else np.zeros(0, np.int64),
-        vote=np.array([neighbours.k, neighbours.temperature] if neighbours else [0, 0.0]),
+        starts=neighbours.starts if neighbours else np.zeros(0, np.int64),
+        vote=np.array(
+            [neighbours.k, neighbours.temperature, neighbours.candidates]
+            if neighbours
+            else [0, 0.0, 0]
+        ),
     )
     tmp.replace(path)
 
@@ -103,16 +108,17 @@ def _load(path: Path) -> TrainedClassifier | None:
             labels = tuple(str(x) for x in data["labels"])
             head = Head(labels, data["weights"].astype(np.float32), data["bias"].astype(np.float32))
             t = data["thresholds"]
-            k, temperature = int(data["vote"][0]), float(data["vote"][1])
+            vote = data["vote"]
             neighbours = (
                 Neighbours(
                     data["vectors"].astype(np.float32),
-                    data["columns"].astype(np.int64),
+                    data["starts"].astype(np.int64),
                     labels,
-                    k,
-                    temperature,
+                    int(vote[0]),
+                    float(vote[1]),
+                    int(vote[2]),
                 )
-                if k
+                if int(vote[0])
                 else None
             )
             thresholds = Thresholds(float(t[0]), float(t[1]), float(t[2]), float(t[3]))
@@ -125,22 +131,36 @@ def _load(path: Path) -> TrainedClassifier | None:
 VOTE_WEIGHTS = (0.0, 0.25, 0.5, 0.75)  # the neighbours' share of the probabilities
 
 
+SIGNIFICANT_Z = 2.0  # McNemar's z the vote must beat the head alone by
+
+
 def choose_vote_weight(held: HeldOut, labels: Sequence[str], classes: Sequence[str]) -> float:
-    """The neighbours' share with the best held-out intent accuracy (ties: the smaller)."""
+    """The neighbours' share with the best held-out intent accuracy (ties: the smaller),
+    if it beats the head alone significantly (McNemar's test on the rows where exactly
+    one of the two is right); otherwise 0: a gain within the noise is not worth the
+    vote's cost, and would not transfer."""
     y = np.asarray(labels)
     rows = held.scored & (y != OOS_LABEL)
     if not rows.any():
         return 0.0
     column = {label: i for i, label in enumerate(classes)}
     truth = np.array([column[label] for label in y[rows]])
-    best, best_accuracy = 0.0, -1.0
-    for weight in VOTE_WEIGHTS:
+
+    def right(weight: float) -> npt.NDArray[np.bool_]:
         probs = held.blended(weight)[rows]
         if OOS_LABEL in column:
             probs[:, column[OOS_LABEL]] = -1.0
-        accuracy = float(np.mean(probs.argmax(axis=1) == truth))
-        if accuracy > best_accuracy:
-            best, best_accuracy = weight, accuracy
+        return np.asarray(probs.argmax(axis=1) == truth)
+
+    alone = right(0.0)
+    best, best_right = 0.0, alone
+    for weight in VOTE_WEIGHTS:
+        now = right(weight)
+        if now.sum() > best_right.sum():
+            best, best_right = weight, now
+    gained, lost = int(np.sum(best_right & ~alone)), int(np.sum(alone & ~best_right))
+    if gained + lost == 0 or (gained - lost) / np.sqrt(gained + lost) < SIGNIFICANT_Z:
+        return 0.0
     return best
 
 
@@ -161,7 +181,7 @@ def _in_sample(model: IntentModel, x: Matrix) -> HeldOut:
         return HeldOut(
             probs, np.zeros_like(probs), np.ones(len(x), np.float32), np.ones(len(x), bool)
         )
-    votes, nearest = model.neighbours.score(x)
+    votes, nearest = model.neighbours.score(x, probs)
     return HeldOut(probs, votes, nearest, np.ones(len(x), dtype=bool))
 
 
@@ -196,7 +216,7 @@ def train_classifier(
         held = out_of_fold_scores(x, labels, classes, settings.cv_folds, c, neighbour_vote)
     head = train_head(x_all, labels_all, c=c)
     neighbours = (
-        Neighbours.build(x_all, labels_all, head.labels, vote.k, vote.temperature)
+        Neighbours.build(x_all, labels_all, head.labels, vote.k, vote.temperature, vote.candidates)
         if neighbour_vote
         else None
     )

@@ -33,12 +33,19 @@ def unit(*values: float) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
+def even(queries: int, labels: int) -> np.ndarray:
+    """Head probabilities that favour no label."""
+    return np.full((queries, labels), 1.0 / labels, dtype=np.float32)
+
+
 def test_the_vote_follows_the_nearest_examples_and_the_distance_ignores_oos_rows() -> None:
-    x = np.stack([unit(1, 0, 0), unit(1, 0.1, 0), unit(0, 1, 0), unit(0, 0, 1)])
-    neighbours = Neighbours.build(x, ["a", "a", "b", OOS_LABEL], ("a", "b", OOS_LABEL), k=2)
-    assert neighbours.n_in_scope == 3
-    assert neighbours.columns.tolist() == [0, 0, 1, 2]  # in-scope rows first
-    votes, nearest = neighbours.score(np.stack([unit(1, 0.05, 0), unit(0, 0, 1)]))
+    x = np.stack([unit(1, 0, 0), unit(0, 1, 0), unit(1, 0.1, 0), unit(0, 0, 1)])
+    neighbours = Neighbours.build(x, ["a", "b", "a", OOS_LABEL], ("a", "b", OOS_LABEL), k=2)
+    assert neighbours.starts.tolist() == [0, 2, 3, 4]  # rows grouped by label
+    assert np.array_equal(neighbours.vectors[1], x[2]) and np.array_equal(
+        neighbours.vectors[2], x[1]
+    )
+    votes, nearest = neighbours.score(np.stack([unit(1, 0.05, 0), unit(0, 0, 1)]), even(2, 3))
     assert np.allclose(votes.sum(axis=1), 1.0)
     assert votes[0].argmax() == 0 and votes[0][0] > 0.99  # both neighbours are a's
     assert votes[1].argmax() == 2  # an oos example votes for refusal
@@ -50,21 +57,39 @@ def test_the_vote_follows_the_nearest_examples_and_the_distance_ignores_oos_rows
 def test_temperature_weighs_the_closer_neighbour() -> None:
     x = np.stack([unit(1, 0), unit(0.6, 0.8)])
     query = unit(1, 0.2)[None, :]
-    sharp = Neighbours.build(x, ["a", "b"], ("a", "b"), k=2, temperature=0.01).score(query)[0]
-    soft = Neighbours.build(x, ["a", "b"], ("a", "b"), k=2, temperature=1.0).score(query)[0]
-    assert sharp[0, 0] > 0.99
-    assert 0.5 < soft[0, 0] < 0.7
+    sharp = Neighbours.build(x, ["a", "b"], ("a", "b"), k=2, temperature=0.01)
+    soft = Neighbours.build(x, ["a", "b"], ("a", "b"), k=2, temperature=1.0)
+    sharp_votes, soft_votes = sharp.score(query, even(1, 2))[0], soft.score(query, even(1, 2))[0]
+    assert sharp_votes[0, 0] > 0.99
+    assert 0.5 < soft_votes[0, 0] < 0.7
 
 
-def test_fewer_examples_than_k_and_many_queries_in_blocks() -> None:
+def test_fewer_examples_than_k() -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(3, 8)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     neighbours = Neighbours.build(x, ["a", "b", "a"], ("a", "b"), k=10)
-    queries = np.repeat(x[:1], 2500, axis=0)  # more than one block
-    votes, nearest = neighbours.score(queries)
-    assert votes.shape == (2500, 2) and np.allclose(votes, votes[0])
+    queries = np.repeat(x[:1], 5, axis=0)
+    votes, nearest = neighbours.score(queries, even(5, 2))
+    assert votes.shape == (5, 2) and np.allclose(votes, votes[0])
     assert np.allclose(nearest, (x[0] @ x.T).mean())  # all three rows, k capped at 3
+
+
+def test_only_the_heads_candidate_intents_and_oos_are_searched() -> None:
+    """Two-stage: the head proposes ``candidates`` intents, their examples (and the oos
+    ones) are searched; an intent the head ranks low is not, however near it is."""
+    x = np.stack([unit(1, 0, 0), unit(0, 1, 0), unit(0, 0, 1), unit(1, 1, 0)])
+    labels = ("a", "b", "c", OOS_LABEL)
+    neighbours = Neighbours.build(x, ["a", "b", "c", OOS_LABEL], labels, k=1, candidates=1)
+    query = unit(1, 0.1, 0)[None, :]
+    prefers_b = np.array([[0.1, 0.7, 0.1, 0.1]], np.float32)
+    votes, nearest = neighbours.score(query, prefers_b)
+    assert votes[0, 0] == 0.0  # a's example, the nearest of all, was not searched
+    assert votes[0].argmax() == 3  # the oos example always is: nearer than b's
+    assert nearest[0] == pytest.approx(float(query[0] @ x[1]), abs=1e-6)  # b's only
+    prefers_a = np.array([[0.7, 0.1, 0.1, 0.1]], np.float32)
+    votes, nearest = neighbours.score(query, prefers_a)
+    assert votes[0].argmax() == 0 and nearest[0] > 0.99
 
 
 def test_the_model_blends_the_vote_at_its_weight() -> None:
@@ -97,6 +122,10 @@ def test_the_vote_weight_is_the_one_with_the_best_held_out_accuracy() -> None:
     assert choose_vote_weight(held(right, wrong_b), labels, classes) == 0.0
     assert choose_vote_weight(held(right, votes), [OOS_LABEL] * 25, classes) == 0.0
     assert set(VOTE_WEIGHTS) >= {0.0} and max(VOTE_WEIGHTS) < 1.0  # the head always counts
+    one_wrong = right.copy()
+    one_wrong[10] = [0.5, 0.4, 0.1]
+    # one row better is within the noise (McNemar z = 1): the head alone
+    assert choose_vote_weight(held(one_wrong, votes), labels, classes) == 0.0
 
 
 def test_the_similarity_floor_takes_budget_when_it_refuses_more_out_of_scope_rows() -> None:
@@ -239,9 +268,11 @@ async def test_a_large_neighbour_scan_runs_off_the_event_loop(
     threads: list[int] = []
     real = Neighbours.score
 
-    def recording(self: Neighbours, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def recording(
+        self: Neighbours, x: np.ndarray, probs: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         threads.append(threading.get_ident())
-        return real(self, x)
+        return real(self, x, probs)
 
     monkeypatch.setattr(Neighbours, "score", recording)
     head = Head(("a", "b"), np.eye(2, 4, dtype=np.float32), np.zeros(2, np.float32))
