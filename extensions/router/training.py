@@ -244,6 +244,8 @@ def train_classifier(
         oos_ratio=1.0 if pinned else fitted.oos_ratio,
         min_similarity=-1.0 if pinned else fitted.min_similarity,
     )
+    if weight == 0.0 and thresholds.min_similarity == -1.0:
+        neighbours = None  # neither the vote nor the floor is used: keep no examples
     model = IntentModel(head, neighbours, weight)
     return TrainedClassifier(model, thresholds, len(train) - len(examples))
 

@@ -4,6 +4,7 @@ floor, and how both are fitted out of fold."""
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,7 +24,12 @@ from extensions.router.model import IntentModel
 from extensions.router.neighbours import Neighbours
 from extensions.router.settings import NeighbourVote, Router
 from extensions.router.settings import Thresholds as ThresholdSettings
-from extensions.router.training import VOTE_WEIGHTS, choose_vote_weight, train_classifier
+from extensions.router.training import (
+    VOTE_WEIGHTS,
+    cached_classifier,
+    choose_vote_weight,
+    train_classifier,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -225,6 +231,31 @@ def test_a_router_refuses_queries_unlike_any_example() -> None:
         for p in alone.probs
     )
     assert refused_alone <= 25  # the head alone lets several through
+
+
+def test_the_neighbours_are_cached_with_the_head(tmp_path: Path) -> None:
+    examples = [Example(f"{lab}{i}", lab) for lab in "abc" for i in range(40)]
+    examples += [Example(f"o{i}", OOS_LABEL) for i in range(30)]
+    settings = ThresholdSettings(target_false_refusal=0.05)
+    first = cached_classifier(examples, encode_axes, "fp", settings, tmp_path)
+    again = cached_classifier(examples, fail_to_encode, "fp", settings, tmp_path)
+    assert first.model.neighbours is not None and again.model.neighbours is not None
+    assert np.array_equal(again.model.neighbours.vectors, first.model.neighbours.vectors)
+    assert np.array_equal(again.model.neighbours.starts, first.model.neighbours.starts)
+    assert again.model.neighbours.labels == first.model.neighbours.labels
+    assert again.model.vote_weight == first.model.vote_weight
+    assert again.thresholds == first.thresholds
+
+
+def fail_to_encode(texts: list[str]) -> np.ndarray:
+    raise AssertionError("a cached router is not encoded again")
+
+
+def test_a_router_whose_vote_and_floor_buy_nothing_keeps_no_examples() -> None:
+    examples = [Example(f"{lab}{i}", lab) for lab in "abc" for i in range(20)]
+    trained = train_classifier(examples, encode_axes, ThresholdSettings())
+    assert trained.thresholds.min_similarity == -1.0 and trained.model.vote_weight == 0.0
+    assert trained.model.neighbours is None  # no memory, no scan per query
 
 
 def test_a_pinned_out_of_scope_threshold_turns_the_floor_off() -> None:
