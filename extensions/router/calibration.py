@@ -4,7 +4,8 @@ built from.
 Thresholds fitted on these transfer to unseen queries better than ones fitted on a
 single held-out slice: every example is scored once, by a head trained on the other
 ``k - 1`` folds, so the in-scope quantiles and the out-of-scope recall are estimated
-from all the examples instead of a fifth of them.
+from all the examples instead of a fifth of them. The neighbours' share of the
+probabilities (``choose_vote_weight``) is fitted on the same scores.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from extensions.router.classifier import Matrix, train_head
+from extensions.router.classifier import OOS_LABEL, Matrix, train_head
 from extensions.router.examples import BACKGROUND_SOURCE, Example, held_out_mask
 from extensions.router.model import blend
 from extensions.router.neighbours import Neighbours
@@ -116,6 +117,40 @@ def held_out_scores(
     """``x_held`` scored by a head (and neighbours) built on ``x_fit`` only."""
     probs, votes, nearest, seen = _score(x_fit, fit_labels, x_held, classes, c, vote)
     return HeldOut(probs, votes, nearest, np.isin(np.asarray(held_labels), seen))
+
+
+VOTE_WEIGHTS = (0.0, 0.25, 0.5, 0.75)  # the neighbours' share of the probabilities
+SIGNIFICANT_Z = 2.0  # McNemar's z the vote must beat the head alone by
+
+
+def choose_vote_weight(held: HeldOut, labels: Sequence[str], classes: Sequence[str]) -> float:
+    """The neighbours' share with the best held-out intent accuracy (ties: the smaller),
+    if it beats the head alone significantly (McNemar's test on the rows where exactly
+    one of the two is right); otherwise 0: a gain within the noise is not worth the
+    vote's cost, and would not transfer."""
+    y = np.asarray(labels)
+    rows = held.scored & (y != OOS_LABEL)
+    if not rows.any():
+        return 0.0
+    column = {label: i for i, label in enumerate(classes)}
+    truth = np.array([column[label] for label in y[rows]])
+
+    def right(weight: float) -> npt.NDArray[np.bool_]:
+        probs = held.blended(weight)[rows]
+        if OOS_LABEL in column:
+            probs[:, column[OOS_LABEL]] = -1.0
+        return np.asarray(probs.argmax(axis=1) == truth)
+
+    alone = right(0.0)
+    best, best_right = 0.0, alone
+    for weight in VOTE_WEIGHTS:
+        now = right(weight)
+        if now.sum() > best_right.sum():
+            best, best_right = weight, now
+    gained, lost = int(np.sum(best_right & ~alone)), int(np.sum(alone & ~best_right))
+    if gained + lost == 0 or (gained - lost) / np.sqrt(gained + lost) < SIGNIFICANT_Z:
+        return 0.0
+    return best
 
 
 HOLDOUT_SHARE = 0.2

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
 
 from extensions.router.background import NO_BACKGROUND, Background, EncodeSync, with_background
 from extensions.router.calibration import (
     HeldOut,
     calibration_mask,
+    choose_vote_weight,
     held_out_scores,
     out_of_fold_scores,
 )
@@ -126,42 +126,6 @@ def _load(path: Path) -> TrainedClassifier | None:
             return TrainedClassifier(model, thresholds, int(data["n_background"]))
     except (OSError, KeyError, ValueError, IndexError):  # unreadable or older format: retrain
         return None
-
-
-VOTE_WEIGHTS = (0.0, 0.25, 0.5, 0.75)  # the neighbours' share of the probabilities
-
-
-SIGNIFICANT_Z = 2.0  # McNemar's z the vote must beat the head alone by
-
-
-def choose_vote_weight(held: HeldOut, labels: Sequence[str], classes: Sequence[str]) -> float:
-    """The neighbours' share with the best held-out intent accuracy (ties: the smaller),
-    if it beats the head alone significantly (McNemar's test on the rows where exactly
-    one of the two is right); otherwise 0: a gain within the noise is not worth the
-    vote's cost, and would not transfer."""
-    y = np.asarray(labels)
-    rows = held.scored & (y != OOS_LABEL)
-    if not rows.any():
-        return 0.0
-    column = {label: i for i, label in enumerate(classes)}
-    truth = np.array([column[label] for label in y[rows]])
-
-    def right(weight: float) -> npt.NDArray[np.bool_]:
-        probs = held.blended(weight)[rows]
-        if OOS_LABEL in column:
-            probs[:, column[OOS_LABEL]] = -1.0
-        return np.asarray(probs.argmax(axis=1) == truth)
-
-    alone = right(0.0)
-    best, best_right = 0.0, alone
-    for weight in VOTE_WEIGHTS:
-        now = right(weight)
-        if now.sum() > best_right.sum():
-            best, best_right = weight, now
-    gained, lost = int(np.sum(best_right & ~alone)), int(np.sum(alone & ~best_right))
-    if gained + lost == 0 or (gained - lost) / np.sqrt(gained + lost) < SIGNIFICANT_Z:
-        return 0.0
-    return best
 
 
 def _split_for_holdout(

@@ -9,7 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from extensions.router.calibration import HeldOut, out_of_fold_scores
+from extensions.router.calibration import (
+    VOTE_WEIGHTS,
+    HeldOut,
+    choose_vote_weight,
+    out_of_fold_scores,
+)
 from extensions.router.classifier import (
     OOS_LABEL,
     Head,
@@ -24,12 +29,7 @@ from extensions.router.model import IntentModel
 from extensions.router.neighbours import Neighbours
 from extensions.router.settings import NeighbourVote, Router
 from extensions.router.settings import Thresholds as ThresholdSettings
-from extensions.router.training import (
-    VOTE_WEIGHTS,
-    cached_classifier,
-    choose_vote_weight,
-    train_classifier,
-)
+from extensions.router.training import cached_classifier, train_classifier
 
 pytestmark = pytest.mark.unit
 
