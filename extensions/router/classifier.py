@@ -208,4 +208,6 @@ def fit_thresholds(
     clarify = (
         float(np.quantile(margins, target_clarify_rate, method="lower")) if len(margins) else 0.0
     )
-    return replace(chosen, clarify_margin=max(0.0, clarify))
+    # a head without an oos class has no oos rule: its ratio is moot, 1.0 as a pinned one's
+    ratio = chosen.oos_ratio if has_oos else 1.0
+    return replace(chosen, clarify_margin=max(0.0, clarify), oos_ratio=ratio)

@@ -59,8 +59,15 @@ class Neighbours:
         return cls(vectors, starts, tuple(labels), k, temperature, candidates)
 
     @property
-    def rows(self) -> int:
-        return len(self.vectors)
+    def scanned_rows(self) -> int:
+        """The most rows one query can scan: the largest ``candidates`` intents' and the
+        out-of-scope ones."""
+        counts = np.diff(self.starts)
+        if OOS_LABEL in self.labels:
+            oos = self.labels.index(OOS_LABEL)
+            intents = np.delete(counts, oos)
+            return int(counts[oos] + np.sort(intents)[::-1][: self.candidates].sum())
+        return int(np.sort(counts)[::-1][: self.candidates].sum())
 
     def score(self, x: Matrix, probs: Matrix) -> tuple[Matrix, Matrix]:
         """The vote, ``(queries, labels)`` rows summing to 1, and the mean cosine of the

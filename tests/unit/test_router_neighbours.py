@@ -13,6 +13,7 @@ from extensions.router.calibration import (
     VOTE_WEIGHTS,
     HeldOut,
     choose_vote_weight,
+    held_out_scores,
     out_of_fold_scores,
 )
 from extensions.router.classifier import (
@@ -27,7 +28,7 @@ from extensions.router.engine import OFF_LOOP_ROWS, CompiledRouter, scores_of
 from extensions.router.examples import Example
 from extensions.router.model import IntentModel
 from extensions.router.neighbours import Neighbours
-from extensions.router.settings import NeighbourVote, Router
+from extensions.router.settings import Calibration, NeighbourVote, Router
 from extensions.router.settings import Thresholds as ThresholdSettings
 from extensions.router.training import cached_classifier, train_classifier
 
@@ -258,11 +259,70 @@ def test_a_router_whose_vote_and_floor_buy_nothing_keeps_no_examples() -> None:
     assert trained.model.neighbours is None  # no memory, no scan per query
 
 
+def off_topic_router() -> list[Example]:
+    """Three intents and off-topic examples the floor is fitted to refuse (see
+    ``test_a_router_refuses_queries_unlike_any_example``)."""
+    examples = [Example(f"{lab}{i}", lab) for lab in "abc" for i in range(40)]
+    return examples + [Example(f"o{i}", OOS_LABEL) for i in range(30)]
+
+
 def test_a_pinned_out_of_scope_threshold_turns_the_floor_off() -> None:
-    examples = [Example(f"{lab}{i}", lab) for lab in "abc" for i in range(20)]
-    trained = train_classifier(examples, encode_axes, ThresholdSettings(out_of_scope=0.4))
+    fitted = train_classifier(
+        off_topic_router(), encode_axes, ThresholdSettings(target_false_refusal=0.05)
+    )
+    assert fitted.thresholds.min_similarity > -1.0  # unpinned, the floor is on here
+    pinned = ThresholdSettings(target_false_refusal=0.05, out_of_scope=0.4)
+    trained = train_classifier(off_topic_router(), encode_axes, pinned)
     assert trained.thresholds.min_similarity == -1.0
     assert trained.thresholds.min_confidence == 0.4
+    assert trained.thresholds.oos_ratio == 1.0  # the oos class still refuses as the argmax
+
+
+def test_validation_and_holdout_fit_the_vote_and_floor_on_unseen_rows() -> None:
+    examples = off_topic_router()
+    validation = [Example(f"{lab}{i}", lab) for lab in "abc" for i in range(200, 215)]
+    validation += [Example(f"o{i}", OOS_LABEL) for i in range(100, 110)]
+    settings = ThresholdSettings(target_false_refusal=0.05)
+    with_val = train_classifier(examples, encode_axes, settings, validation)
+    assert with_val.model.neighbours is not None
+    assert with_val.model.neighbours.vectors.shape[0] == len(examples) + len(validation)
+    assert with_val.thresholds.min_similarity > -1.0
+    holdout = ThresholdSettings(target_false_refusal=0.05, calibration=Calibration.HOLDOUT)
+    held = train_classifier(examples, encode_axes, holdout)
+    assert held.model.labels == ("a", "b", "c", OOS_LABEL)
+    scores = held_out_scores(
+        encode_axes([e.text for e in examples]),
+        [e.label for e in examples],
+        encode_axes([e.text for e in validation]),
+        [e.label for e in validation],
+        ("a", "b", "c", OOS_LABEL),
+        20.0,
+        NeighbourVote(),
+    )
+    assert scores.scored.all() and (scores.nearest < 0.9999).all()  # none is its own neighbour
+    assert np.allclose(scores.votes.sum(axis=1), 1.0)
+
+
+def test_a_cache_file_of_the_old_format_is_retrained(tmp_path: Path) -> None:
+    examples = off_topic_router()
+    settings = ThresholdSettings(target_false_refusal=0.05)
+    first = cached_classifier(examples, encode_axes, "fp", settings, tmp_path)
+    (path,) = (tmp_path / "heads").glob("*.npz")
+    with np.load(path) as data:
+        old = {k: data[k] for k in data.files if k not in ("vectors", "starts", "vote")}
+    np.savez(path, **old)  # what format 4 wrote: no neighbours
+    again = cached_classifier(examples, encode_axes, "fp", settings, tmp_path)
+    assert again.model.neighbours is not None and again.thresholds == first.thresholds
+
+
+def test_a_query_scans_the_candidates_and_the_oos_examples_only() -> None:
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(100 * 5 + 30, 8)).astype(np.float32)
+    labels = [f"i{j:03d}" for j in range(100) for _ in range(5)] + [OOS_LABEL] * 30
+    names = tuple(sorted(set(labels)))
+    neighbours = Neighbours.build(x, labels, names, candidates=10)
+    assert neighbours.scanned_rows == 10 * 5 + 30
+    assert Neighbours.build(x[:500], labels[:500], names[:-1]).scanned_rows == 50
 
 
 ROUTE = {"model": "gpt-sim"}
