@@ -30,7 +30,8 @@ def yaml_path(loc: Sequence[int | str]) -> str:
     return out or "(top level)"
 
 
-def _describe(error: dict[str, object]) -> str:
+def describe_error(error: dict[str, object]) -> str:
+    """One pydantic error as ``<yaml path>: <what was expected> (got <value>)``."""
     loc = error.get("loc", ())
     assert isinstance(loc, tuple)
     # pydantic appends the validator name for tagged unions / function validators
@@ -47,4 +48,4 @@ def _describe(error: dict[str, object]) -> str:
 
 def from_validation_error(path: Path | str, exc: ValidationError) -> ConfigError:
     """Turn a pydantic ``ValidationError`` into a ``ConfigError`` with YAML paths."""
-    return ConfigError(path, [_describe(dict(e)) for e in exc.errors()])
+    return ConfigError(path, [describe_error(dict(e)) for e in exc.errors()])

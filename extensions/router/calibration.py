@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from extensions.router.classifier import OOS_LABEL, Matrix, train_head
 from extensions.router.examples import BACKGROUND_SOURCE, Example, held_out_mask
-from extensions.router.model import blend
+from extensions.router.model import blend, neighbour_scores
 from extensions.router.neighbours import Neighbours
 from extensions.router.settings import NeighbourVote
 
@@ -63,12 +63,8 @@ def _score(
     column = {label: i for i, label in enumerate(classes)}
     probs = np.zeros((len(x_held), len(classes)), dtype=np.float32)
     probs[:, [column[label] for label in head.labels]] = head.probabilities(x_held)
-    if vote is None:
-        return probs, np.zeros_like(probs), np.ones(len(x_held), np.float32), head.labels
-    neighbours = Neighbours.build(
-        x_train, y_train, classes, vote.k, vote.temperature, vote.candidates
-    )
-    votes, nearest = neighbours.score(x_held, probs)
+    neighbours = Neighbours.from_settings(x_train, y_train, classes, vote) if vote else None
+    votes, nearest = neighbour_scores(neighbours, x_held, probs)
     return probs, votes, nearest, head.labels
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from extensions.config.errors import describe_error
 from extensions.config.loader import load_gateway_config
 from extensions.embedding.encoder import sentence_encoder
 from extensions.embedding.settings import Embedding, Quantize
@@ -71,7 +72,7 @@ def eval_router(args: argparse.Namespace) -> int:
     try:
         thresholds = Thresholds(**overrides)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(describe_error(dict(e)) for e in exc.errors())
         print(f"gateway eval-router: {problems}", file=sys.stderr)
         return 2
     background = _background(args)

@@ -30,10 +30,20 @@ class IntentModel:
 
     def scores(self, x: Matrix) -> Scores:
         probs = self.head.probabilities(x)
-        if self.neighbours is None:
-            return Scores(probs, np.ones(len(x), dtype=np.float32))
-        votes, nearest = self.neighbours.score(x, probs)
+        if self.neighbours is not None and self.vote_weight == 0.0:  # the floor alone
+            return Scores(probs, self.neighbours.nearest(x, probs))
+        votes, nearest = neighbour_scores(self.neighbours, x, probs)
         return Scores(blend(probs, votes, self.vote_weight), nearest)
+
+
+def neighbour_scores(
+    neighbours: Neighbours | None, x: Matrix, probs: Matrix
+) -> tuple[Matrix, Matrix]:
+    """The neighbours' vote and distance for queries ``x`` the head gave ``probs``;
+    without neighbours a zero vote and a distance of 1.0 (the floor never refuses)."""
+    if neighbours is None:
+        return np.zeros_like(probs), np.ones(len(x), dtype=np.float32)
+    return neighbours.score(x, probs)
 
 
 def blend(probs: Matrix, votes: Matrix, weight: float) -> Matrix:

@@ -36,7 +36,7 @@ from extensions.router.classifier import (
     train_head,
 )
 from extensions.router.examples import Example
-from extensions.router.model import IntentModel
+from extensions.router.model import IntentModel, neighbour_scores
 from extensions.router.neighbours import Neighbours
 from extensions.router.settings import Calibration, NeighbourVote
 from extensions.router.settings import Thresholds as ThresholdSettings
@@ -141,11 +141,7 @@ def _split_for_holdout(
 def _in_sample(model: IntentModel, x: Matrix) -> HeldOut:
     """The model's scores of its own examples, as if they were held out."""
     probs = model.head.probabilities(x)
-    if model.neighbours is None:
-        return HeldOut(
-            probs, np.zeros_like(probs), np.ones(len(x), np.float32), np.ones(len(x), bool)
-        )
-    votes, nearest = model.neighbours.score(x, probs)
+    votes, nearest = neighbour_scores(model.neighbours, x, probs)
     return HeldOut(probs, votes, nearest, np.ones(len(x), dtype=bool))
 
 
@@ -180,7 +176,7 @@ def train_classifier(
         held = out_of_fold_scores(x, labels, classes, settings.cv_folds, c, neighbour_vote)
     head = train_head(x_all, labels_all, c=c)
     neighbours = (
-        Neighbours.build(x_all, labels_all, head.labels, vote.k, vote.temperature, vote.candidates)
+        Neighbours.from_settings(x_all, labels_all, head.labels, neighbour_vote)
         if neighbour_vote
         else None
     )
