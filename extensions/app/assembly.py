@@ -76,7 +76,7 @@ def build_cache(
 
     settings = config.cache
     try:
-        verifier = build_verifier(settings.semantic, config.embedding.model)
+        verifier = build_verifier(settings.semantic, config.embedding)
     except PairModelError as exc:
         raise ConfigError(source, [f"cache.semantic.verifier.model: {exc}"]) from exc
     memory = MemoryStore(settings.memory.max_entries, settings.memory.eviction)

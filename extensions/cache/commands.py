@@ -9,13 +9,15 @@ from __future__ import annotations
 import argparse
 import hashlib
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from extensions.cache import calibrate as cal
+from extensions.cache.folds import question_folds
 from extensions.cache.pair_features import FEATURES_VERSION
 from extensions.cache.pair_model import PairModelError
 from extensions.cache.pairs import Pair, PairsError, read_pairs
@@ -28,7 +30,12 @@ from extensions.cache.verifiers import (
     build_verifier,
 )
 from extensions.config.loader import load_gateway_config
-from extensions.embedding.encoder import BatchingEncoder, Vectors, sentence_encoder
+from extensions.embedding.encoder import (
+    BatchingEncoder,
+    Vectors,
+    resolve_model_path,
+    sentence_encoder,
+)
 from extensions.embedding.settings import Embedding
 
 
@@ -82,30 +89,44 @@ def _operating_points(
     threshold, min_score = round(threshold, 4), round(min_score, 4)
     if args.target_precision is None:
         return [(threshold, min_score)]
-    learned = settings.semantic.verifier.kind is VerifierKind.LEARNED
-    sweep = args.sweep or ("score" if learned else "threshold")
+    sweep = args.sweep or ("score" if _has_model(settings) else "threshold")
     if sweep == "score":
         floors = sorted({*cal.FLOOR_GRID, threshold})
         return [(t, s) for t in floors for s in sorted({*cal.SCORE_GRID, min_score})]
     return [(t, min_score) for t in sorted({*cal.GRID, threshold})]
 
 
-def _learned_on(
+def _has_model(settings: CacheSettings) -> bool:
+    """The verifier gives probabilities (its minimum is swept), not the rules' yes or no."""
+    return settings.semantic.verifier.kind in (VerifierKind.LEARNED, VerifierKind.CROSS_ENCODER)
+
+
+def _trained_per_fold(
     settings: CacheSettings,
     embedding: Embedding,
     texts: dict[str, Vectors],
     args: argparse.Namespace,
-) -> Any:
-    """``verifier_for(train_pairs)``: a fresh model per fold (the command's only training)."""
-    from extensions.cache.train_verifier import fit
+    scratch: Path,
+) -> Callable[[list[Pair]], CandidateVerifier]:
+    """``verifier_for(train_pairs)``: a fresh model per fold (the command's only training);
+    a cross-encoder per fold is written under ``scratch``."""
+    kind = settings.semantic.verifier.kind
+    card = {"trained_on": f"{args.pairs.name} (cross-validation fold)", "encoder": embedding.model}
 
     def verifier_for(train: list[Pair]) -> CandidateVerifier:
-        if settings.semantic.verifier.kind is not VerifierKind.LEARNED:
+        if kind is VerifierKind.CROSS_ENCODER:
+            from extensions.cache.train_cross_encoder import Schedule, fit_cross_encoder
+
+            out = scratch / f"fold{len(list(scratch.iterdir()))}"
+            base = resolve_model_path(embedding.model)
+            fit_cross_encoder(train, base, out, card, Schedule(seed=args.seed), print)
+            semantic = settings.semantic
+            verifier = semantic.verifier.model_copy(update={"model": str(out)})
+            return build_verifier(semantic.model_copy(update={"verifier": verifier}), embedding)
+        if kind is not VerifierKind.LEARNED:
             return build_verifier(settings.semantic)
-        card = {
-            "trained_on": f"{args.pairs.name} (cross-validation fold)",
-            "encoder": embedding.model,
-        }
+        from extensions.cache.train_verifier import fit
+
         model = fit(train, texts, card, with_embeddings=not args.no_embeddings, seed=args.seed)
         return LearnedVerifier(
             model,
@@ -115,6 +136,16 @@ def _learned_on(
         )
 
     return verifier_for
+
+
+def _held_out(pairs: list[Pair], card: dict[str, Any], sha: str) -> list[Pair] | None:
+    """The fold a model trained with ``--hold-out`` on this very file never saw (None: the
+    model was not trained that way on this file)."""
+    held = card.get("held_out")
+    if not isinstance(held, dict) or card.get("trained_on_sha256_16") != sha:
+        return None
+    fold_of = question_folds(pairs, int(held["folds"]), int(held["seed"]))
+    return [p for p, f in zip(pairs, fold_of, strict=True) if f == int(held["fold"])]
 
 
 def calibrate_cache(args: argparse.Namespace) -> int:
@@ -129,44 +160,58 @@ def calibrate_cache(args: argparse.Namespace) -> int:
     if args.model:
         embedding = embedding.model_copy(update={"model": args.model})
     settings = _settings(config.cache, args)
-    learned = settings.semantic.verifier.kind is VerifierKind.LEARNED
-    min_score = settings.semantic.verifier.min_probability if learned else RulesVerifier.min_score
+    kind = settings.semantic.verifier.kind
+    has_model = _has_model(settings)
+    min_score = settings.semantic.verifier.min_probability if has_model else RulesVerifier.min_score
     points = _operating_points(args, settings, min_score)
     floor = min(t for t, _ in points)
     if args.folds:  # a verifier per fold, trained here
-        described: dict[str, Any] = {"name": settings.semantic.verifier.kind.value}
+        described: dict[str, Any] = {"name": kind.value}
     else:
         try:
-            verifier = build_verifier(settings.semantic)
+            verifier = build_verifier(settings.semantic, embedding)
         except PairModelError as exc:
             return _fail("calibrate-cache", str(exc))
         described = verifier.describe()
+        card = described.get("card") or {}
+        held_out = _held_out(pairs, card, _file_sha(args.pairs))
+        if held_out is not None:
+            pairs = held_out
+            described["evaluated_on"] = (
+                f"fold {card['held_out']['fold']} of {card['held_out']['folds']} "
+                f"({len(pairs)} pairs), held out of its training"
+            )
+            print(f"the verifier was trained with this fold held out: {described['evaluated_on']}")
     texts = _embed(pairs, embedding)
     if args.folds:
-        evidence = cal.cross_validated(
-            pairs,
-            texts,
-            settings,
-            _learned_on(settings, embedding, texts, args),
-            floor,
-            args.folds,
-            args.seed,
-            print,
-        )
-        if learned:
+        with tempfile.TemporaryDirectory(prefix="calibrate-folds-") as scratch:
+            evidence = cal.cross_validated(
+                pairs,
+                texts,
+                settings,
+                _trained_per_fold(settings, embedding, texts, args, Path(scratch)),
+                floor,
+                args.folds,
+                args.seed,
+                print,
+            )
+        if has_model:
             described = {
-                "name": "learned",
+                "name": kind.value,
                 "model": f"trained per fold on {args.folds - 1}/{args.folds} of the pairs",
-                "features": FEATURES_VERSION,
-                "with_embeddings": not args.no_embeddings,
                 "min_probability": min_score,
                 "checks": settings.semantic.verification.model_dump(),
             }
-        else:
+        if kind is VerifierKind.LEARNED:
+            described["features"] = FEATURES_VERSION
+            described["with_embeddings"] = not args.no_embeddings
+        elif kind is VerifierKind.RULES:
             described = RulesVerifier(settings.semantic.verification).describe()
     else:
         card = described.get("card") or {}
-        in_sample = card.get("trained_on_sha256_16") == _file_sha(args.pairs)
+        in_sample = "evaluated_on" not in described and (
+            card.get("trained_on_sha256_16") == _file_sha(args.pairs)
+        )
         described = {**described, "in_sample": in_sample}
         if in_sample:
             print(
@@ -267,23 +312,46 @@ def _by_intent(
     return [g.__dict__ for g in groups]
 
 
-def train_cache_verifier(args: argparse.Namespace) -> int:
-    from extensions.cache.train_verifier import fit
+def _hold_out(spec: str | None) -> tuple[int, int] | None:
+    """``K/N`` → (K, N); raises ValueError with the accepted form."""
+    if spec is None:
+        return None
+    fold, _, folds = spec.partition("/")
+    try:
+        k, n = int(fold), int(folds)
+    except ValueError:
+        k, n = -1, 0
+    if not (n >= 2 and 0 <= k < n):
+        raise ValueError(f"--hold-out {spec!r}: expected K/N with N >= 2 and 0 <= K < N, e.g. 0/5")
+    return k, n
 
+
+def train_cache_verifier(args: argparse.Namespace) -> int:
     try:
         pairs = read_pairs(args.pairs)
-    except PairsError as exc:
+        hold_out = _hold_out(args.hold_out)
+    except (PairsError, ValueError) as exc:
         return _fail("train-cache-verifier", str(exc))
     if any(p.weak for p in pairs):
         return _fail("train-cache-verifier", "train on reviewed labels, not on weak ones")
     config = load_gateway_config(args.gateway_config)
-    texts = _embed(pairs, config.embedding)
-    card = {
+    card: dict[str, Any] = {
         "trained_on": args.pairs.name,
         "trained_on_sha256_16": _file_sha(args.pairs),
         "data_licence": args.data_licence,
         "encoder": config.embedding.model,
     }
+    everything = pairs
+    if hold_out is not None:
+        k, n = hold_out
+        fold_of = question_folds(pairs, n, args.seed)
+        pairs = [p for p, f in zip(pairs, fold_of, strict=True) if f != k]
+        card["held_out"] = {"fold": k, "folds": n, "seed": args.seed}
+    if args.kind == VerifierKind.CROSS_ENCODER.value:
+        return _train_cross_encoder(pairs, card, config.embedding, args)
+    from extensions.cache.train_verifier import fit
+
+    texts = _embed(everything, config.embedding)  # the whole file's: cached for calibrate-cache
     model = fit(
         pairs,
         texts,
@@ -297,4 +365,21 @@ def train_cache_verifier(args: argparse.Namespace) -> int:
         f"trained on {len(pairs)} pairs in {model.card['train_seconds']} s "
         f"({model.card['epochs']} epochs); wrote {args.out}"
     )
+    return 0
+
+
+def _train_cross_encoder(
+    pairs: list[Pair], card: dict[str, Any], embedding: Embedding, args: argparse.Namespace
+) -> int:
+    from extensions.embedding.training_deps import require_training_deps
+
+    require_training_deps("train-cache-verifier --kind cross-encoder")
+    from extensions.cache.train_cross_encoder import Schedule, fit_cross_encoder
+
+    base = resolve_model_path(args.base_model or embedding.model)
+    if args.epochs <= 0:
+        return _fail("train-cache-verifier", f"--epochs {args.epochs}: must be above 0")
+    schedule = Schedule(epochs=args.epochs, seed=args.seed)
+    fit_cross_encoder(pairs, base, args.out, card, schedule, print)
+    print(f"trained on {len(pairs)} pairs; wrote {args.out}")
     return 0

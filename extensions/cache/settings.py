@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import Field, model_validator
 
 from extensions.config.base import StrictModel
+from extensions.embedding.settings import Quantize
 
 
 class Scope(StrEnum):
@@ -70,6 +71,9 @@ class Audit(StrictModel):
 class VerifierKind(StrEnum):
     RULES = "rules"  # the ``verification`` checks alone
     LEARNED = "learned"  # a small pair classifier (``model``), plus the enabled checks
+    # a fine-tuned BERT reading both questions together (``model``: the folder written by
+    # ``gateway train-cache-verifier --kind cross-encoder``), plus the enabled checks
+    CROSS_ENCODER = "cross-encoder"
 
 
 class Verifier(StrictModel):
@@ -78,13 +82,24 @@ class Verifier(StrictModel):
     # learned, at min_probability 0.84 and threshold 0.94: 5-fold on qqp_dev, precision
     # 0.952 at duplicate recall 0.327 (rules at 0.95: 0.952 at 0.316); docs/caching.md
     kind: VerifierKind = VerifierKind.LEARNED
-    model: str = "builtin:qqp-pair-mlp"  # learned: a builtin name or a .npz path
-    min_probability: float = Field(0.84, ge=0.0, le=1.0)  # learned: P(same question) needed
+    # learned: a builtin name or a .npz path; cross-encoder: a folder
+    model: str = "builtin:qqp-pair-mlp"
+    min_probability: float = Field(0.84, ge=0.0, le=1.0)  # P(same question) needed
+    # cross-encoder: how many of the most similar candidates that pass the checks it reads
+    # per lookup (one batched pass; the others are not served)
+    top: int = Field(1, ge=1, le=50)
+    quantize: Quantize = Quantize.NONE  # cross-encoder: int8 is faster, calibrate it again
 
     @model_validator(mode="after")
     def _model_exists(self) -> Verifier:
+        path = Path(self.model).expanduser()
+        if self.kind is VerifierKind.CROSS_ENCODER and not (path / "pair_head.json").is_file():
+            raise ValueError(
+                f"model {self.model!r}: kind cross-encoder needs the folder written by "
+                "gateway train-cache-verifier --kind cross-encoder (no pair_head.json there)"
+            )
         on_disk = self.kind is VerifierKind.LEARNED and not self.model.startswith("builtin:")
-        if on_disk and not Path(self.model).expanduser().is_file():
+        if on_disk and not path.is_file():
             raise ValueError(f"model {self.model!r}: no such file")
         return self
 

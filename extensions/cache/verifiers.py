@@ -3,9 +3,10 @@
 ``RulesVerifier`` runs the checks of ``verify`` (numbers, negation, names, name
 order). ``LearnedVerifier`` scores each candidate with a small pair classifier
 (``pair_model``, numpy only) and also applies the enabled checks as hard
-filters. Both give one ``Verdict`` per candidate; ``passes`` turns a verdict into
-yes or no for a minimum score, so a calibration can sweep that minimum without
-scoring twice.
+filters. ``CrossEncoderVerifier`` reads the most similar ``top`` surviving pairs with a
+fine-tuned BERT (``cross_encoder``). All give one ``Verdict`` per candidate;
+``passes`` turns a verdict into yes or no for a minimum score, so a calibration can
+sweep that minimum without scoring twice.
 """
 
 from __future__ import annotations
@@ -17,12 +18,15 @@ from typing import Any, Protocol
 import numpy as np
 
 from extensions.cache import pair_model
+from extensions.cache.cross_encoder import CrossEncoder, load_cross_encoder
 from extensions.cache.pair_features import LEXICAL_NAMES, pair_vector, side
 from extensions.cache.settings import SemanticCache, Verification, VerifierKind
 from extensions.cache.verify import features, same_question
 from extensions.embedding.encoder import Vectors
+from extensions.embedding.settings import Embedding
 
 LOW_SCORE = "verifier"  # rejected_by when a learned verifier's score is too low
+NOT_READ = "verifier_top"  # rejected_by: a cross-encoder did not read it (past ``top``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,15 +140,74 @@ class LearnedVerifier:
         return out
 
 
-def build_verifier(settings: SemanticCache, encoder: str | None = None) -> CandidateVerifier:
-    """The configured verifier; a learned model is read from disk here (start-up).
+class CrossEncoderVerifier:
+    """The checks as hard filters, then one batched cross-encoder pass over the ``top`` most
+    similar candidates that passed them (``cached`` comes most similar first)."""
 
-    With ``encoder`` (gateway.yaml's ``embedding.model``), a model trained on another
-    encoder's embeddings is refused: its embedding features would mean nothing.
+    needs_vectors = False
+    inference = True
+
+    def __init__(
+        self, model: CrossEncoder, name: str, min_score: float, top: int, checks: Verification
+    ) -> None:
+        self.model = model
+        self.name = name
+        self.min_score = min_score
+        self.top = top
+        self.rules = RulesVerifier(checks)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": "cross-encoder",
+            "model": self.name,
+            "card": self.model.card,
+            "min_probability": self.min_score,
+            "top": self.top,
+            "checks": self.rules.checks.model_dump(),
+        }
+
+    def verdicts(self, query: Question, cached: Sequence[Question]) -> list[Verdict]:
+        out = self.rules.verdicts(query, cached)
+        where: list[int] = []
+        for i, (c, rule) in enumerate(zip(cached, out, strict=True)):
+            if rule.failed is not None:
+                continue
+            if _same_text(query.text, c.text):
+                out[i] = Verdict(1.0)
+            elif len(where) < self.top:
+                where.append(i)
+            else:
+                out[i] = Verdict(0.0, NOT_READ)
+        if where:
+            scores = self.model([(query.text, cached[i].text) for i in where])
+            for i, p in zip(where, scores, strict=True):
+                out[i] = Verdict(float(p))
+        return out
+
+
+def build_verifier(
+    settings: SemanticCache, embedding: Embedding | None = None
+) -> CandidateVerifier:
+    """The configured verifier; a model is read from disk here (start-up).
+
+    With ``embedding`` (gateway.yaml's), a learned model trained on another encoder's
+    embeddings is refused (its embedding features would mean nothing), and a
+    cross-encoder's graph is cached in its ``cache_dir``.
     """
-    if settings.verifier.kind is VerifierKind.LEARNED:
+    kind = settings.verifier.kind
+    if kind is VerifierKind.CROSS_ENCODER:
+        where = embedding or Embedding()
+        return CrossEncoderVerifier(
+            load_cross_encoder(settings.verifier.model, where, settings.verifier.quantize),
+            settings.verifier.model,
+            settings.verifier.min_probability,
+            settings.verifier.top,
+            settings.verification,
+        )
+    if kind is VerifierKind.LEARNED:
         model = pair_model.load(settings.verifier.model)
         trained = model.card.get("encoder")
+        encoder = None if embedding is None else embedding.model
         if encoder is not None and model.with_embeddings and trained not in (None, encoder):
             raise pair_model.PairModelError(
                 f"cache.semantic.verifier.model {settings.verifier.model!r} was trained on "

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from extensions.embedding.folder import ModelFolder
 from extensions.embedding.pooling import Vectors, l2_normalise, pool
@@ -28,6 +29,19 @@ def onnx_session_options(threads: int) -> Any:
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
+
+
+def hidden_states(
+    session: Any, encoded: list[list[int]], pad_id: int
+) -> tuple[Vectors, npt.NDArray[np.int64]]:
+    """The BERT graph's token vectors for token id lists padded to the longest, and the mask."""
+    ids = np.full((len(encoded), max(map(len, encoded))), pad_id, dtype=np.int64)
+    mask = np.zeros_like(ids)
+    for row, tokens in enumerate(encoded):
+        ids[row, : len(tokens)] = tokens
+        mask[row, : len(tokens)] = 1
+    (hidden,) = session.run(None, {"input_ids": ids, "attention_mask": mask})
+    return hidden, mask
 
 
 class OnnxSentenceEncoder:
@@ -61,10 +75,5 @@ class OnnxSentenceEncoder:
             return np.zeros((0, self.dim), dtype=np.float32)
         # one text at a time: encode_batch would start a thread pool per core
         encoded = [self._tokenizer.encode(text).ids for text in texts]
-        ids = np.full((len(texts), max(map(len, encoded))), self._pad_id, dtype=np.int64)
-        mask = np.zeros_like(ids)
-        for row, tokens in enumerate(encoded):
-            ids[row, : len(tokens)] = tokens
-            mask[row, : len(tokens)] = 1
-        (hidden,) = self.session.run(None, {"input_ids": ids, "attention_mask": mask})
+        hidden, mask = hidden_states(self.session, encoded, self._pad_id)
         return l2_normalise(pool(hidden, mask, self._folder.pooling))

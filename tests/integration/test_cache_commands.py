@@ -50,6 +50,17 @@ def calibrate(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def train(pairs: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``gateway train-cache-verifier`` on ``pairs``."""
+    given = ["--pairs", str(pairs), "--data-licence", "written for this test", *args]
+    return subprocess.run(
+        [sys.executable, "-m", "extensions.cli", "train-cache-verifier", *given],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 @pytest.fixture(scope="module")
 def pairs_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("pairs") / "pairs.tsv"
@@ -131,24 +142,7 @@ def test_by_intent_writes_a_yaml_snippet(tmp_path: Path) -> None:
 
 def test_train_a_verifier_and_calibrate_with_it(pairs_file: Path, tmp_path: Path) -> None:
     model = tmp_path / "verifier.npz"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "extensions.cli",
-            "train-cache-verifier",
-            "--pairs",
-            str(pairs_file),
-            "--out",
-            str(model),
-            "--data-licence",
-            "written for this test",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
+    proc = train(pairs_file, "--out", str(model))
     assert model.is_file() and "trained on 5 pairs" in proc.stdout
     out = tmp_path / "learned.json"
     proc = calibrate(
@@ -167,3 +161,36 @@ def test_train_a_verifier_and_calibrate_with_it(pairs_file: Path, tmp_path: Path
     assert report["verifier"]["name"] == "learned"
     assert report["verifier"]["card"]["data_licence"] == "written for this test"
     assert len(report["verifier"]["sha256_16"]) == 16
+
+
+def test_cross_encoder_held_out_fold_and_per_fold_training(
+    pairs_file: Path, tmp_path: Path
+) -> None:
+    """A cross-encoder trained with a fold held out is measured on that fold alone; with
+    --folds, one is trained per fold. Both from the real encoder's weights, one step each."""
+    model = tmp_path / "ce"
+    proc = train(pairs_file, "--kind", "cross-encoder", "--hold-out", "1/2", "--out", str(model))
+    assert proc.returncode == 0, proc.stderr
+    card = json.loads((model / "pair_head.json").read_text())["card"]
+    assert card["held_out"] == {"fold": 1, "folds": 2, "seed": 0}
+    trained = card["pairs"]
+    assert 0 < trained < len(PAIRS)
+    out = tmp_path / "ce.json"
+    args = ["--pairs", str(pairs_file), "--verifier", "cross-encoder", "--json", str(out)]
+    proc = calibrate(*args, "--verifier-model", str(model), "--min-score", "0.5")
+    assert proc.returncode == 0, proc.stderr
+    assert "held out of its training" in proc.stdout
+    assert "trained on these very pairs" not in proc.stderr
+    report = json.loads(out.read_text())
+    assert report["pairs"] == len(PAIRS) - trained  # only the fold it never saw
+    assert report["verifier"]["name"] == "cross-encoder" and not report["verifier"]["in_sample"]
+    assert report["verifier"]["evaluated_on"].startswith("fold 1 of 2")
+    assert report["verifier"]["top"] == 1
+    folds = tmp_path / "folds.json"
+    per_fold = [*args[:4], "--verifier-model", str(model), "--folds", "2", "--json", str(folds)]
+    proc = calibrate(*per_fold)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("step 1/1") == 2  # a model per fold
+    report = json.loads(folds.read_text())
+    assert report["pairs"] == len(PAIRS) and report["folds"] == 2
+    assert report["verifier"]["model"] == "trained per fold on 1/2 of the pairs"
