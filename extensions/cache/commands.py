@@ -153,8 +153,6 @@ def calibrate_cache(args: argparse.Namespace) -> int:
         pairs = read_pairs(args.pairs, args.answer_agreement)
     except PairsError as exc:
         return _fail("calibrate-cache", str(exc))
-    if args.limit:
-        pairs = pairs[: args.limit]
     config = load_gateway_config(args.gateway_config)
     embedding = config.embedding
     if args.model:
@@ -182,6 +180,8 @@ def calibrate_cache(args: argparse.Namespace) -> int:
                 f"({len(pairs)} pairs), held out of its training"
             )
             print(f"the verifier was trained with this fold held out: {described['evaluated_on']}")
+    if args.limit:  # after the held-out fold: its folds are the whole file's
+        pairs = pairs[: args.limit]
     texts = _embed(pairs, embedding)
     if args.folds:
         with tempfile.TemporaryDirectory(prefix="calibrate-folds-") as scratch:
