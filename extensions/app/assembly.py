@@ -71,12 +71,15 @@ def build_cache(
     from extensions.cache.settings import Tier
     from extensions.cache.store import MemoryStore, RedisStore, Store, TieredStore
     from extensions.cache.vectors import MemoryVectorIndex, RedisVectorIndex, VectorIndex
-    from extensions.cache.verifiers import build_verifier
+    from extensions.cache.verifiers import CandidateVerifier, RulesVerifier, build_verifier
     from extensions.router.classifier import train_head
 
     settings = config.cache
+    # no semantic cache: no verifier model to load (a cross-encoder is ~90 MB per worker)
+    verifier: CandidateVerifier = RulesVerifier(settings.semantic.verification)
     try:
-        verifier = build_verifier(settings.semantic, config.embedding)
+        if settings.semantic.enabled:
+            verifier = build_verifier(settings.semantic, config.embedding)
     except PairModelError as exc:
         raise ConfigError(source, [f"cache.semantic.verifier.model: {exc}"]) from exc
     memory = MemoryStore(settings.memory.max_entries, settings.memory.eviction)

@@ -117,12 +117,13 @@ def _trained_per_fold(
         if kind is VerifierKind.CROSS_ENCODER:
             from extensions.cache.train_cross_encoder import Schedule, fit_cross_encoder
 
-            out = scratch / f"fold{len(list(scratch.iterdir()))}"
+            out = scratch / f"fold{len(list(scratch.glob('fold*')))}"
             base = resolve_model_path(embedding.model)
             fit_cross_encoder(train, base, out, card, Schedule(seed=args.seed), print)
             semantic = settings.semantic
             verifier = semantic.verifier.model_copy(update={"model": str(out)})
-            return build_verifier(semantic.model_copy(update={"verifier": verifier}), embedding)
+            exports = embedding.model_copy(update={"cache_dir": scratch})  # gone with scratch
+            return build_verifier(semantic.model_copy(update={"verifier": verifier}), exports)
         if kind is not VerifierKind.LEARNED:
             return build_verifier(settings.semantic)
         from extensions.cache.train_verifier import fit
@@ -144,8 +145,12 @@ def _held_out(pairs: list[Pair], card: dict[str, Any], sha: str) -> list[Pair] |
     held = card.get("held_out")
     if not isinstance(held, dict) or card.get("trained_on_sha256_16") != sha:
         return None
-    fold_of = question_folds(pairs, int(held["folds"]), int(held["seed"]))
-    return [p for p, f in zip(pairs, fold_of, strict=True) if f == int(held["fold"])]
+    try:
+        fold, folds, seed = int(held["fold"]), int(held["folds"]), int(held["seed"])
+    except (KeyError, TypeError, ValueError):
+        return None  # not a card this command wrote: measured as any other model
+    fold_of = question_folds(pairs, folds, seed)
+    return [p for p, f in zip(pairs, fold_of, strict=True) if f == fold]
 
 
 def calibrate_cache(args: argparse.Namespace) -> int:
@@ -175,9 +180,10 @@ def calibrate_cache(args: argparse.Namespace) -> int:
         held_out = _held_out(pairs, card, _file_sha(args.pairs))
         if held_out is not None:
             pairs = held_out
+            held = card["held_out"]
             described["evaluated_on"] = (
-                f"fold {card['held_out']['fold']} of {card['held_out']['folds']} "
-                f"({len(pairs)} pairs), held out of its training"
+                f"fold {held['fold']} of {held['folds']} ({len(pairs)} pairs), "
+                "held out of its training"
             )
             print(f"the verifier was trained with this fold held out: {described['evaluated_on']}")
     if args.limit:  # after the held-out fold: its folds are the whole file's

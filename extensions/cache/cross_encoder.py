@@ -8,7 +8,8 @@ folder (BERT weights, ``tokenizer.json``, mean pooling) plus ``pair_head.json``:
 logistic layer over the pooled pair, the token budget and a card saying what it was
 trained on. Serving reuses the lean encoder's pieces: the graph is built by
 ``bert_graph`` and cached by ``onnx_export`` (no torch), the pair is tokenised as
-``[CLS] cached [SEP] query [SEP]`` with one segment id, as in training.
+``[CLS] cached [SEP] query [SEP]`` with one segment id, as in training. A pair longer
+than the model's token budget is not scored (and so not served).
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from extensions.cache.pair_model import PairModelError
 from extensions.embedding.folder import ModelFolder, ModelFolderError, read_model_folder
@@ -38,6 +40,25 @@ class CrossEncoderError(PairModelError):
     """The folder is not a cross-encoder this gateway wrote (or it is damaged)."""
 
 
+class HeadFile(BaseModel):
+    """``pair_head.json``."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    format: Literal["gateway-cross-encoder-1"]
+    weight: list[float] = Field(min_length=1)
+    bias: float
+    max_tokens: int = Field(ge=8, le=8192)  # both questions together, special tokens included
+    card: dict[str, Any] = {}
+
+
+def pair_encoding(tokenizer: Any, query: str, cached: str) -> Any:
+    """``[CLS] cached [SEP] query [SEP]`` (the stored question first, as ``text_a`` is in
+    training), cut at the tokenizer's truncation; ``.overflowing`` is non-empty when cut.
+    Training and serving both tokenise through here."""
+    return tokenizer.encode(cached, query)
+
+
 @dataclass(frozen=True)
 class PairHead:
     weight: npt.NDArray[np.float32]  # over the pooled pair
@@ -46,14 +67,15 @@ class PairHead:
     card: dict[str, Any]
 
     def to_json(self) -> str:
-        body = {
-            "format": HEAD_FORMAT,
-            "weight": [float(w) for w in self.weight],
-            "bias": self.bias,
-            "max_tokens": self.max_tokens,
-            "card": self.card,
-        }
-        return json.dumps(body, indent=1)
+        weight = [float(w) for w in self.weight]
+        body = HeadFile(
+            format=HEAD_FORMAT,
+            weight=weight,
+            bias=self.bias,
+            max_tokens=self.max_tokens,
+            card=self.card,
+        )
+        return json.dumps(body.model_dump(), indent=1)
 
     @classmethod
     def read(cls, folder: Path) -> PairHead:
@@ -67,14 +89,15 @@ class PairHead:
             ) from exc
         except json.JSONDecodeError as exc:
             raise CrossEncoderError(f"{path}: {exc}") from exc
-        if not isinstance(raw, dict) or raw.get("format") != HEAD_FORMAT:
-            raise CrossEncoderError(f"{path}: format is not {HEAD_FORMAT!r}")
-        return cls(
-            np.asarray(raw["weight"], dtype=np.float32),
-            float(raw["bias"]),
-            int(raw["max_tokens"]),
-            dict(raw.get("card") or {}),
-        )
+        try:
+            head = HeadFile.model_validate(raw)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'file'}: {e['msg']}" for e in exc.errors()
+            )
+            raise CrossEncoderError(f"{path}: {problems}") from exc
+        weight = np.asarray(head.weight, dtype=np.float32)
+        return cls(weight, head.bias, head.max_tokens, head.card)
 
 
 def fingerprint(folder: Path, quantize: Quantize) -> str:
@@ -114,20 +137,26 @@ class CrossEncoder:
     def card(self) -> dict[str, Any]:
         return self.head.card
 
-    def __call__(self, pairs: Sequence[tuple[str, str]]) -> npt.NDArray[np.float64]:
-        """``pairs`` as (query, cached); one probability per pair."""
-        if not pairs:
-            return np.zeros(0)
-        # the cached question first, as in training (``text_a`` is the stored one)
-        encoded = [self._tokenizer.encode(cached, query).ids for query, cached in pairs]
-        hidden, mask = hidden_states(self.session, encoded, self._pad_id)
+    def __call__(self, pairs: Sequence[tuple[str, str]]) -> list[float | None]:
+        """``pairs`` as (query, cached); P(same question) per pair, None for a pair longer
+        than ``max_tokens``: cut, two questions that differ at their ends would read alike."""
+        encodings = [pair_encoding(self._tokenizer, query, cached) for query, cached in pairs]
+        fits = [i for i, e in enumerate(encodings) if not e.overflowing]
+        out: list[float | None] = [None] * len(pairs)
+        if not fits:
+            return out
+        hidden, mask = hidden_states(self.session, [encodings[i].ids for i in fits], self._pad_id)
         pooled = pool(hidden, mask, self.folder.pooling)
         logit = (pooled @ self.head.weight).astype(np.float64) + self.head.bias
-        return 1.0 / (1.0 + np.exp(-np.clip(logit, -40.0, 40.0)))
+        for i, p in zip(fits, 1.0 / (1.0 + np.exp(-np.clip(logit, -40.0, 40.0))), strict=True):
+            out[i] = float(p)
+        return out
 
 
 def load_cross_encoder(path: str, embedding: Embedding, quantize: Quantize) -> CrossEncoder:
-    """Read and check the folder, export its graph once into the embedding cache folder."""
+    """Read and check the folder, export its graph once into the embedding cache folder, and
+    score one pair; any failure is a ``CrossEncoderError`` naming the folder."""
+    threads = embedding.onnx_threads
     root = Path(path).expanduser()
     head = PairHead.read(root)
     try:
@@ -135,5 +164,11 @@ def load_cross_encoder(path: str, embedding: Embedding, quantize: Quantize) -> C
     except ModelFolderError as exc:
         raise CrossEncoderError(str(exc)) from exc
     target = embedding.cache_dir / "onnx" / f"pair-{fingerprint(root, quantize)}"
-    model_file = prepare_onnx(folder, target, quantize)
-    return CrossEncoder(folder, head, model_file, embedding.onnx_threads)
+    try:
+        model = CrossEncoder(folder, head, prepare_onnx(folder, target, quantize), threads)
+        model([("a question", "a cached question")])  # a graph that fails only when run
+    except CrossEncoderError:
+        raise
+    except Exception as exc:  # tokenizers, safetensors, onnx: each has its own error types
+        raise CrossEncoderError(f"{root}: cannot be loaded: {type(exc).__name__}: {exc}") from exc
+    return model

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from extensions.cache.cross_encoder import HEAD_FILE, PairHead
+from extensions.cache.cross_encoder import HEAD_FILE, PairHead, pair_encoding
 from extensions.cache.folds import LabelledPair
 from extensions.embedding.folder import read_model_folder
 
@@ -79,6 +79,7 @@ def fit_cross_encoder(
     from transformers import AutoModel
 
     started = time.monotonic()
+    out.mkdir(parents=True, exist_ok=True)  # before the training: a bad path fails now
     torch.manual_seed(schedule.seed)
     folder = read_model_folder(base)
     # the serving tokenizer, so that training and serving cut and join pairs the same way
@@ -102,12 +103,8 @@ def fit_cross_encoder(
     encoder.train()
     losses: list[float] = []
     for step, batch in enumerate(plan):
-        ids, mask = _padded([tokenizer.encode(pairs[i].a, pairs[i].b).ids for i in batch], pad)
-        hidden = encoder(
-            input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids)
-        ).last_hidden_state
-        weights = mask.unsqueeze(-1).float()
-        logits = head((hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)).squeeze(-1)
+        ids, mask = batch_tensors(tokenizer, [pairs[i] for i in batch], pad)
+        logits = pair_logits(encoder, head, ids, mask)
         target = torch.tensor([float(pairs[i].label) for i in batch])
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
         loss.backward()  # type: ignore[no-untyped-call]
@@ -121,7 +118,6 @@ def fit_cross_encoder(
             mean = sum(losses) / len(losses)
             progress(f"step {step + 1}/{len(plan)}: loss {mean:.3f}, {elapsed:.0f} s")
             losses.clear()
-    out.mkdir(parents=True, exist_ok=True)
     encoder.save_pretrained(str(out), safe_serialization=True)
     for name in TOKENIZER_FILES:
         if (folder.transformer / name).is_file():
@@ -145,16 +141,30 @@ def fit_cross_encoder(
     (out / HEAD_FILE).write_text(pair_head.to_json(), encoding="utf-8")
 
 
-def _padded(encoded: list[list[int]], pad: int) -> tuple[Any, Any]:
-    """Token ids padded to the longest pair of the batch, and the attention mask (torch)."""
+def batch_tensors(tokenizer: Any, pairs: Sequence[LabelledPair], pad: int) -> tuple[Any, Any]:
+    """Token ids of the pairs as serving tokenises them (``b`` the query, ``a`` the cached
+    question), padded to the longest of the batch, and the attention mask (torch)."""
     import torch
 
+    encoded = [pair_encoding(tokenizer, p.b, p.a).ids for p in pairs]
     ids = torch.full((len(encoded), max(map(len, encoded))), pad, dtype=torch.long)
     mask = torch.zeros_like(ids)
     for row, tokens in enumerate(encoded):
         ids[row, : len(tokens)] = torch.tensor(tokens)
         mask[row, : len(tokens)] = 1
     return ids, mask
+
+
+def pair_logits(encoder: Any, head: Any, ids: Any, mask: Any) -> Any:
+    """The logit per pair: one segment id (the ONNX graph folds in segment 0), mean pooling
+    over real tokens, the linear head."""
+    import torch
+
+    hidden = encoder(
+        input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids)
+    ).last_hidden_state
+    weights = mask.unsqueeze(-1).float()
+    return head((hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)).squeeze(-1)
 
 
 def _write_sentence_transformers_modules(out: Path, width: int) -> None:

@@ -27,6 +27,7 @@ from extensions.embedding.settings import Embedding
 
 LOW_SCORE = "verifier"  # rejected_by when a learned verifier's score is too low
 NOT_READ = "verifier_top"  # rejected_by: a cross-encoder did not read it (past ``top``)
+TOO_LONG = "verifier_window"  # rejected_by: the pair is longer than a cross-encoder reads
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +182,7 @@ class CrossEncoderVerifier:
         if where:
             scores = self.model([(query.text, cached[i].text) for i in where])
             for i, p in zip(where, scores, strict=True):
-                out[i] = Verdict(float(p))
+                out[i] = Verdict(0.0, TOO_LONG) if p is None else Verdict(p)
         return out
 
 

@@ -75,7 +75,13 @@ def test_cacheability_needs_both_classes(tmp_path: Path) -> None:
 
 def test_verifier_kind_and_model_checked(tmp_path: Path) -> None:
     msg = load(tmp_path, "cache:\n  semantic:\n    verifier:\n      kind: magic\n")
-    assert "cache.semantic.verifier.kind: Input should be 'rules' or 'learned'" in msg
+    allowed = "Input should be 'rules', 'learned' or 'cross-encoder' (got 'magic')"
+    assert f"cache.semantic.verifier.kind: {allowed}" in msg
+    text = "cache:\n  semantic:\n    verifier:\n      kind: cross-encoder\n      model: /nope\n"
+    assert (
+        "cache.semantic.verifier: model '/nope': kind cross-encoder needs the folder "
+        "written by gateway train-cache-verifier --kind cross-encoder"
+    ) in load(tmp_path, text)
     text = "cache:\n  semantic:\n    verifier:\n      kind: learned\n      model: /nope.npz\n"
     assert "model '/nope.npz': no such file" in load(tmp_path, text)
     text = "cache:\n  semantic:\n    verifier:\n      min_probability: 1.5\n"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,18 +21,22 @@ from extensions.cache.cross_encoder import (
     CrossEncoderError,
     PairHead,
     load_cross_encoder,
+    pair_encoding,
 )
 from extensions.cache.pairs import Pair
 from extensions.cache.settings import SemanticCache, Verification, Verifier, VerifierKind
 from extensions.cache.train_cross_encoder import (
     Schedule,
     _write_sentence_transformers_modules,
+    batch_tensors,
     batches,
     fit_cross_encoder,
+    pair_logits,
 )
 from extensions.cache.verifiers import (
     LOW_SCORE,
     NOT_READ,
+    TOO_LONG,
     CrossEncoderVerifier,
     Question,
     build_verifier,
@@ -90,24 +95,38 @@ def trained(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def torch_probabilities(folder: Path, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
-    """The trained model in PyTorch, pairs tokenised as training does."""
+    """The trained model in PyTorch through training's own batching and forward pass."""
     import torch
     from tokenizers import Tokenizer
     from transformers import AutoModel
 
-    head = json.loads((folder / HEAD_FILE).read_text())
+    head = PairHead.read(folder)
     tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
     tokenizer.no_padding()
-    tokenizer.enable_truncation(head["max_tokens"], strategy="longest_first")
+    tokenizer.enable_truncation(head.max_tokens, strategy="longest_first")
     model = AutoModel.from_pretrained(str(folder)).eval()
-    out = []
+    linear = torch.nn.Linear(head.weight.size, 1)
     with torch.no_grad():
-        for query, cached in pairs:
-            ids = torch.tensor([tokenizer.encode(cached, query).ids])
-            hidden = model(input_ids=ids, token_type_ids=torch.zeros_like(ids)).last_hidden_state
-            logit = hidden[0].mean(0).numpy() @ np.array(head["weight"]) + head["bias"]
-            out.append(1.0 / (1.0 + np.exp(-logit)))
+        linear.weight.copy_(torch.tensor(head.weight).reshape(1, -1))
+        linear.bias.fill_(head.bias)
+        out = []
+        for query, cached in pairs:  # one at a time: no padding, as serving one pair
+            ids, mask = batch_tensors(tokenizer, [Pair(cached, query, 0)], 0)
+            out.append(torch.sigmoid(pair_logits(model, linear, ids, mask)).item())
     return np.array(out)
+
+
+def test_training_and_serving_join_a_pair_the_same_way(trained: Path, tmp_path: Path) -> None:
+    """The cached question (``text_a``) first, the query second, as served."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(trained / "tokenizer.json"))
+    tokenizer.no_padding()
+    ids, mask = batch_tensors(tokenizer, [Pair("is tea good", "why do cats purr", 1)], 0)
+    served = pair_encoding(tokenizer, "why do cats purr", "is tea good")
+    assert ids[0].tolist() == served.ids and int(mask.sum()) == len(served.ids)
+    words = tokenizer.decode(served.ids)
+    assert words.index("tea") < words.index("cats")
 
 
 def test_batches_cover_every_pair_once_per_epoch_in_length_sorted_groups() -> None:
@@ -131,8 +150,8 @@ def test_trained_folder_is_served_without_torch_with_the_trained_probabilities(
     assert card["trained_on"] == "toy" and card["pairs"] == len(toy_pairs())
     assert card["steps"] == 12  # 32 pairs, batches of 8, 3 epochs
     model = load_cross_encoder(str(trained), Embedding(cache_dir=tmp_path), Quantize.NONE)
-    asked = [(p.b, p.a) for p in toy_pairs()] + [("a" * 300, "b " * 200), ("", "?")]
-    ours = model(asked)
+    asked = [(p.b, p.a) for p in toy_pairs()] + [("", "?")]
+    ours = np.array(model(asked), dtype=float)
     theirs = torch_probabilities(trained, asked)
     assert ours.shape == (len(asked),)
     assert float(np.abs(ours - theirs).max()) < 1e-4
@@ -140,14 +159,20 @@ def test_trained_folder_is_served_without_torch_with_the_trained_probabilities(
     labels = np.array([p.label for p in toy_pairs()])
     assert ours[: len(labels)][labels == 1].mean() > ours[: len(labels)][labels == 0].mean()
     assert (tmp_path / "onnx").is_dir()  # the graph is cached beside the encoder's
-    assert model([]).shape == (0,)
+    assert model([]) == []
+    # a pair past the 24-token budget is not scored: cut, it could read like a duplicate
+    context = "given the quarterly sales table for every region of the company "
+    long = [(context + "using python pandas", context + "using rust polars"), ("a", "b")]
+    scores = model(long)
+    assert scores[0] is None and scores[1] is not None
 
 
 def test_int8_cross_encoder_stays_close(trained: Path, tmp_path: Path) -> None:
     fp32 = load_cross_encoder(str(trained), Embedding(cache_dir=tmp_path), Quantize.NONE)
     int8 = load_cross_encoder(str(trained), Embedding(cache_dir=tmp_path), Quantize.INT8)
     asked = [(p.b, p.a) for p in toy_pairs()]
-    assert float(np.abs(fp32(asked) - int8(asked)).max()) < 0.1
+    difference = np.array(fp32(asked), dtype=float) - np.array(int8(asked), dtype=float)
+    assert float(np.abs(difference).max()) < 0.1
 
 
 def test_folders_that_are_not_cross_encoders_are_refused(trained: Path, tmp_path: Path) -> None:
@@ -156,8 +181,21 @@ def test_folders_that_are_not_cross_encoders_are_refused(trained: Path, tmp_path
         load_cross_encoder(str(builtin), Embedding(cache_dir=tmp_path), Quantize.NONE)
     broken = tmp_path / "broken"
     shutil.copytree(trained, broken)
-    (broken / HEAD_FILE).write_text(json.dumps({"format": "something-else"}))
-    with pytest.raises(CrossEncoderError, match="format is not"):
+    good = json.loads((trained / HEAD_FILE).read_text())
+    for change, field in [
+        ({"format": "something-else"}, "format: Input should be 'gateway-cross-encoder-1'"),
+        ({"weight": "x"}, "weight: Input should be a valid list"),
+        ({"weight": [float("nan")] * 32}, "weight.0: Input should be a finite number"),
+        ({"bias": None}, "bias: Input should be a valid number"),
+        ({"max_tokens": 2}, "max_tokens: Input should be greater than or equal to 8"),
+        ({"extra": 1}, "extra: Extra inputs are not permitted"),
+    ]:
+        (broken / HEAD_FILE).write_text(json.dumps({**good, **change}))
+        with pytest.raises(CrossEncoderError, match=re.escape(field)):
+            load_cross_encoder(str(broken), Embedding(cache_dir=tmp_path), Quantize.NONE)
+    (broken / HEAD_FILE).write_text(json.dumps(good))
+    (broken / "tokenizer.json").write_text("{not json")
+    with pytest.raises(CrossEncoderError, match="cannot be loaded: Exception"):
         load_cross_encoder(str(broken), Embedding(cache_dir=tmp_path), Quantize.NONE)
     head = PairHead.read(trained)
     wrong = PairHead(np.zeros(7, dtype=np.float32), 0.0, 24, {})
@@ -184,16 +222,20 @@ def test_settings_name_the_folder_a_cross_encoder_needs(trained: Path, tmp_path:
 
 
 class FakeModel:
-    """Stands in for a ``CrossEncoder``: P = 0.9 when both texts are about cats."""
+    """Stands in for a ``CrossEncoder``: P = 0.9 when both texts are about cats; a pair of
+    over 60 characters does not fit (None)."""
 
     card: dict[str, str] = {"trained_on": "fake"}
 
     def __init__(self) -> None:
         self.calls: list[list[tuple[str, str]]] = []
 
-    def __call__(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+    def __call__(self, pairs: Sequence[tuple[str, str]]) -> list[float | None]:
         self.calls.append(list(pairs))
-        return np.array([0.9 if "cats" in q and "cats" in c else 0.1 for q, c in pairs])
+        return [
+            None if len(q + c) > 60 else 0.9 if "cats" in q and "cats" in c else 0.1
+            for q, c in pairs
+        ]
 
 
 def fake_verifier(top: int) -> tuple[CrossEncoderVerifier, FakeModel]:
@@ -203,25 +245,25 @@ def fake_verifier(top: int) -> tuple[CrossEncoderVerifier, FakeModel]:
 
 
 def test_verdicts_keep_the_rules_hard_and_read_only_the_top_candidates() -> None:
-    verifier, model = fake_verifier(top=2)
+    verifier, model = fake_verifier(top=3)
     query = Question("how long do 3 cats live", None)
     cached = [
         Question("how long do 4 cats live", None),  # numbers differ: the rules refuse it
         Question("HOW long do 3 cats   live", None),  # the same text: passes unread
         Question("how long do 3 dogs live", None),  # read: 0.1
         Question("how many years do 3 cats live", None),  # read: 0.9
-        Question("how old do 3 cats live", None),  # past top=2: not read, not served
+        Question("how long do 3 cats live in a flat in town, on average", None),  # too long
+        Question("how old do 3 cats live", None),  # past top=3: not read, not served
     ]
     verdicts = verifier.verdicts(query, cached)
     assert verdicts[0].failed == "numbers"
     assert passes(verdicts[1], 0.99)
     assert not passes(verdicts[2], 0.5) and rejection(verdicts[2]) == LOW_SCORE
     assert passes(verdicts[3], 0.5) and verdicts[3].score == pytest.approx(0.9)
-    assert verdicts[4].failed == NOT_READ
+    assert verdicts[4].failed == TOO_LONG and not passes(verdicts[4], 0.0)
+    assert verdicts[5].failed == NOT_READ
     # one batched pass, (query, cached), the most similar surviving candidates only
-    assert model.calls == [
-        [(query.text, cached[2].text), (query.text, cached[3].text)],
-    ]
+    assert model.calls == [[(query.text, c.text) for c in cached[2:5]]]
     assert fake_verifier(top=1)[0].verdicts(query, []) == []
 
 
