@@ -14,7 +14,6 @@ than the model's token budget is not scored (and so not served).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,9 +25,9 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from extensions.cache.pair_model import PairModelError
-from extensions.embedding.folder import ModelFolder, ModelFolderError, read_model_folder
-from extensions.embedding.onnx_encoder import hidden_states, onnx_session_options
-from extensions.embedding.onnx_export import GRAPH_FORMAT, prepare_onnx
+from extensions.embedding.encoder import exported_onnx
+from extensions.embedding.folder import ModelFolder, ModelFolderError
+from extensions.embedding.onnx_encoder import bert_tokenizer, hidden_states, open_session
 from extensions.embedding.pooling import pool
 from extensions.embedding.settings import Embedding, Quantize
 
@@ -100,22 +99,10 @@ class PairHead:
         return cls(weight, head.bias, head.max_tokens, head.card)
 
 
-def fingerprint(folder: Path, quantize: Quantize) -> str:
-    """Identifies the weights, the head and the export: a retrained folder gets a new one."""
-    parts = [str(folder.resolve()), quantize.value, GRAPH_FORMAT]
-    for p in sorted(folder.rglob("*")):
-        if p.is_file() and p.suffix in {".safetensors", ".json"}:
-            parts.append(f"{p.relative_to(folder)}:{p.stat().st_size}:{p.stat().st_mtime_ns}")
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
-
-
 class CrossEncoder:
     """P(same question) for (query, cached) pairs; synchronous, run on the verifier's thread."""
 
     def __init__(self, folder: ModelFolder, head: PairHead, model_file: Path, threads: int) -> None:
-        import onnxruntime as ort
-        from tokenizers import Tokenizer
-
         if head.weight.size != folder.dim:
             raise CrossEncoderError(
                 f"{folder.root / HEAD_FILE}: {head.weight.size} weights for a "
@@ -124,14 +111,8 @@ class CrossEncoder:
         self.folder = folder
         self.head = head
         self.max_tokens = min(head.max_tokens, folder.config.max_position_embeddings)
-        self._tokenizer = Tokenizer.from_file(str(folder.tokenizer))
-        self._tokenizer.no_padding()
-        self._tokenizer.enable_truncation(self.max_tokens, strategy="longest_first")
-        pad = self._tokenizer.token_to_id("[PAD]")
-        self._pad_id = folder.config.pad_token_id if pad is None else pad
-        self.session = ort.InferenceSession(
-            str(model_file), onnx_session_options(threads), providers=["CPUExecutionProvider"]
-        )
+        self._tokenizer, self._pad_id = bert_tokenizer(folder, self.max_tokens)
+        self.session = open_session(model_file, threads)
 
     @property
     def card(self) -> dict[str, Any]:
@@ -156,19 +137,18 @@ class CrossEncoder:
 def load_cross_encoder(path: str, embedding: Embedding, quantize: Quantize) -> CrossEncoder:
     """Read and check the folder, export its graph once into the embedding cache folder, and
     score one pair; any failure is a ``CrossEncoderError`` naming the folder."""
-    threads = embedding.onnx_threads
-    root = Path(path).expanduser()
+    root = Path(path).expanduser().resolve()
     head = PairHead.read(root)
+    # exported and cached as the encoder's graph is (the head is applied in numpy)
+    graph = embedding.model_copy(update={"model": str(root), "quantize": quantize})
     try:
-        folder = read_model_folder(root)
-    except ModelFolderError as exc:
-        raise CrossEncoderError(str(exc)) from exc
-    target = embedding.cache_dir / "onnx" / f"pair-{fingerprint(root, quantize)}"
-    try:
-        model = CrossEncoder(folder, head, prepare_onnx(folder, target, quantize), threads)
+        folder, model_file = exported_onnx(graph)
+        model = CrossEncoder(folder, head, model_file, embedding.onnx_threads)
         model([("a question", "a cached question")])  # a graph that fails only when run
     except CrossEncoderError:
         raise
+    except ModelFolderError as exc:
+        raise CrossEncoderError(str(exc)) from exc
     except Exception as exc:  # tokenizers, safetensors, onnx: each has its own error types
         raise CrossEncoderError(f"{root}: cannot be loaded: {type(exc).__name__}: {exc}") from exc
     return model

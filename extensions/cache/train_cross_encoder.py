@@ -24,6 +24,7 @@ import numpy as np
 from extensions.cache.cross_encoder import HEAD_FILE, PairHead, pair_encoding
 from extensions.cache.folds import LabelledPair
 from extensions.embedding.folder import read_model_folder
+from extensions.embedding.onnx_encoder import bert_tokenizer
 
 WINDOW = 50  # batches sorted by length together
 TOKENIZER_FILES = (
@@ -75,7 +76,6 @@ def fit_cross_encoder(
     """Train on ``pairs`` from the sentence-transformers BERT folder ``base`` and write the
     verifier folder ``out``."""
     import torch
-    from tokenizers import Tokenizer
     from transformers import AutoModel
 
     started = time.monotonic()
@@ -83,9 +83,7 @@ def fit_cross_encoder(
     torch.manual_seed(schedule.seed)
     folder = read_model_folder(base)
     # the serving tokenizer, so that training and serving cut and join pairs the same way
-    tokenizer = Tokenizer.from_file(str(folder.tokenizer))
-    tokenizer.no_padding()
-    tokenizer.enable_truncation(schedule.max_tokens, strategy="longest_first")
+    tokenizer, pad = bert_tokenizer(folder, schedule.max_tokens)
     encoder = AutoModel.from_pretrained(str(folder.transformer))
     head = torch.nn.Linear(encoder.config.hidden_size, 1)
     params = [*encoder.parameters(), *head.parameters()]
@@ -99,7 +97,6 @@ def fit_cross_encoder(
         return max(0.0, (len(plan) - step) / max(1, len(plan) - warm))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, rate)
-    pad = tokenizer.token_to_id("[PAD]") or folder.config.pad_token_id
     encoder.train()
     losses: list[float] = []
     for step, batch in enumerate(plan):

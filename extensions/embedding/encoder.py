@@ -23,6 +23,7 @@ from extensions.embedding.settings import Backend, Embedding
 from extensions.embedding.window import TokenWindow
 
 if TYPE_CHECKING:
+    from extensions.embedding.folder import ModelFolder
     from extensions.embedding.onnx_encoder import OnnxSentenceEncoder
     from extensions.embedding.torch_model import TorchSentenceEncoder
 
@@ -181,7 +182,7 @@ def sentence_encoder(settings: Embedding) -> BatchingEncoder:
 
         model = TorchSentenceEncoder(source, settings.max_seq_length, settings.max_batch_size)
     else:
-        model = load_onnx_encoder(settings, source)
+        model = load_onnx_encoder(settings)
     fingerprint = f"{settings.model}#{model_fingerprint(settings)}"
     return BatchingEncoder(
         model,
@@ -193,13 +194,20 @@ def sentence_encoder(settings: Embedding) -> BatchingEncoder:
     )
 
 
-def load_onnx_encoder(settings: Embedding, source: Path | None = None) -> OnnxSentenceEncoder:
-    """Read the folder, export it to ONNX once into ``cache_dir``, open the session."""
+def exported_onnx(settings: Embedding) -> tuple[ModelFolder, Path]:
+    """The checked model folder of ``settings.model`` and its ONNX graph, exported once into
+    ``cache_dir`` under the settings' fingerprint."""
     from extensions.embedding.folder import read_model_folder
-    from extensions.embedding.onnx_encoder import OnnxSentenceEncoder
     from extensions.embedding.onnx_export import prepare_onnx
 
-    folder = read_model_folder(source or resolve_model_path(settings.model))
+    folder = read_model_folder(resolve_model_path(settings.model))
     target = settings.cache_dir / "onnx" / model_fingerprint(settings)
-    model_file = prepare_onnx(folder, target, settings.quantize)
+    return folder, prepare_onnx(folder, target, settings.quantize)
+
+
+def load_onnx_encoder(settings: Embedding) -> OnnxSentenceEncoder:
+    """Read the folder, export it to ONNX once into ``cache_dir``, open the session."""
+    from extensions.embedding.onnx_encoder import OnnxSentenceEncoder
+
+    folder, model_file = exported_onnx(settings)
     return OnnxSentenceEncoder(folder, model_file, settings.max_seq_length, settings.onnx_threads)

@@ -31,6 +31,26 @@ def onnx_session_options(threads: int) -> Any:
     return options
 
 
+def bert_tokenizer(folder: ModelFolder, max_tokens: int) -> tuple[Any, int]:
+    """The folder's ``tokenizer.json``, cutting at ``max_tokens`` (a pair: the longer side
+    first) and not padding (``hidden_states`` pads per batch), and its padding id."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(folder.tokenizer))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_tokens)
+    pad = tokenizer.token_to_id("[PAD]")
+    return tokenizer, folder.config.pad_token_id if pad is None else pad
+
+
+def open_session(model_file: Path, threads: int) -> Any:
+    """An ONNX Runtime session on the CPU with ``onnx_session_options``."""
+    import onnxruntime as ort
+
+    options = onnx_session_options(threads)
+    return ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+
+
 def hidden_states(
     session: Any, encoded: list[list[int]], pad_id: int
 ) -> tuple[Vectors, npt.NDArray[np.int64]]:
@@ -51,19 +71,10 @@ class OnnxSentenceEncoder:
     def __init__(
         self, folder: ModelFolder, model_file: Path, max_seq_length: int, threads: int
     ) -> None:
-        import onnxruntime as ort
-        from tokenizers import Tokenizer
-
         self._folder = folder
         self.max_tokens = min(max_seq_length, folder.config.max_position_embeddings)
-        self._tokenizer = Tokenizer.from_file(str(folder.tokenizer))
-        self._tokenizer.no_padding()  # padded per batch below
-        self._tokenizer.enable_truncation(self.max_tokens)
-        pad = self._tokenizer.token_to_id("[PAD]")
-        self._pad_id = folder.config.pad_token_id if pad is None else pad
-        self.session = ort.InferenceSession(
-            str(model_file), onnx_session_options(threads), providers=["CPUExecutionProvider"]
-        )
+        self._tokenizer, self._pad_id = bert_tokenizer(folder, self.max_tokens)
+        self.session = open_session(model_file, threads)
         self.window = TokenWindow.from_tokenizer_file(folder.tokenizer, self.max_tokens)
 
     @property

@@ -20,13 +20,12 @@ from extensions.router.classifier import (
     Classification,
     Thresholds,
     Verdict,
-    classify_row,
 )
 from extensions.router.conversation import find_follow_up, text_to_classify
 from extensions.router.decide import DEFAULT_INTENT, Decision, decide
 from extensions.router.examples import router_examples
 from extensions.router.llm_classifier import LlmIntentClassifier
-from extensions.router.model import IntentModel, Scores
+from extensions.router.model import IntentModel, Scores, classify
 from extensions.router.settings import Router
 from extensions.router.training import cached_classifier
 
@@ -39,10 +38,7 @@ class CompiledRouter:
     thresholds: Thresholds
 
     def classify(self, scores: Scores) -> list[Classification]:
-        return [
-            classify_row(self.model, probs, self.thresholds, float(near))
-            for probs, near in zip(scores.probs, scores.nearest, strict=True)
-        ]
+        return classify(self.model, scores, self.thresholds)
 
 
 @dataclass(frozen=True)

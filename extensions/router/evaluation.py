@@ -15,8 +15,9 @@ import numpy as np
 
 from extensions.embedding.encoder import BatchingEncoder
 from extensions.router.background import NO_BACKGROUND, Background
-from extensions.router.classifier import OOS_LABEL, Verdict, classify_row
+from extensions.router.classifier import OOS_LABEL, Verdict
 from extensions.router.examples import Example
+from extensions.router.model import classify
 from extensions.router.settings import Calibration, NeighbourVote
 from extensions.router.settings import Thresholds as ThresholdSettings
 from extensions.router.training import DEFAULT_VOTE, TrainedClassifier, train_classifier
@@ -94,10 +95,7 @@ async def _classify_each(
     for text in tqdm(texts, desc="classifying", unit="q", disable=not progress):
         started = time.perf_counter()
         vectors = await encoder.encode([text])
-        scores = trained.model.scores(vectors)
-        c = classify_row(
-            trained.model, scores.probs[0], trained.thresholds, float(scores.nearest[0])
-        )
+        (c,) = classify(trained.model, trained.model.scores(vectors), trained.thresholds)
         latencies.append((time.perf_counter() - started) * 1000)
         verdicts.append(c.verdict)
         intents.append(c.intent)

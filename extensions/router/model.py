@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from extensions.router.classifier import Head, Matrix
+from extensions.router.classifier import Classification, Head, Matrix, Thresholds, classify_row
 from extensions.router.neighbours import Neighbours
 
 
@@ -34,6 +34,14 @@ class IntentModel:
             return Scores(probs, self.neighbours.nearest(x, probs))
         votes, nearest = neighbour_scores(self.neighbours, x, probs)
         return Scores(blend(probs, votes, self.vote_weight), nearest)
+
+
+def classify(model: IntentModel, scores: Scores, thresholds: Thresholds) -> list[Classification]:
+    """A verdict per query from its row of ``scores``."""
+    return [
+        classify_row(model, probs, thresholds, float(near))
+        for probs, near in zip(scores.probs, scores.nearest, strict=True)
+    ]
 
 
 def neighbour_scores(
